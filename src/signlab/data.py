@@ -1,0 +1,391 @@
+"""Datasets: find the layout, decode every image once into an NHWC uint8 array, cache it, split it.
+
+NumPy and Pillow only (the lab imports this module and never imports torch).
+
+Layouts, detected from the folder given:
+- ``gtsrb-train``: ``Images/000NN/GT-000NN.csv`` (the folder holding ``Images``, ``Images`` itself,
+  or one class folder). ROI crop, scaled when the stored image size differs from the CSV's size.
+- ``gtsrb-test``: ``Images/*.ppm`` with ``GT-final_test.csv`` inside ``Images`` or beside it.
+- ``folders``: one sub-folder per class holding png/jpg/ppm/bmp files.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import re
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from signlab.classes import GTSRB_CLASS_NAMES
+from signlab.errors import UserError
+
+SAMPLE_ROOT = Path(__file__).parent / "sample"
+SAMPLE_TRAIN = SAMPLE_ROOT / "train"
+SAMPLE_HELDOUT = SAMPLE_ROOT / "heldout"
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".ppm", ".pgm", ".pnm", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+# What Pillow must find inside a file with this extension; anything else is a mislabelled file.
+EXPECTED_FORMATS = {
+    ".png": {"PNG"}, ".jpg": {"JPEG", "MPO"}, ".jpeg": {"JPEG", "MPO"}, ".ppm": {"PPM"}, ".pgm": {"PPM"},
+    ".pnm": {"PPM"}, ".bmp": {"BMP", "DIB"}, ".gif": {"GIF"}, ".tif": {"TIFF"}, ".tiff": {"TIFF"},
+    ".webp": {"WEBP"},
+}
+GTSRB_COLUMNS = ("Filename", "Width", "Height", "Roi.X1", "Roi.Y1", "Roi.X2", "Roi.Y2", "ClassId")
+TRACK_NAME = re.compile(r"^(\d+)_(\d+)\.[A-Za-z]+$")  # TTTTT_FFFFF.ppm: track, frame
+CACHE_VERSION = 2  # bump when decoding changes, so stale caches are never read
+DEFAULT_MAX_PIXELS = 40_000_000  # a larger image is refused as a decompression bomb
+DECODE_COUNTER = {"images": 0}  # tests read this to prove a cached load decodes nothing
+
+
+@dataclass
+class ImageSet:
+    """Decoded images with their labels, in NHWC order as the lecture stacks them."""
+
+    images: np.ndarray  # (N, H, W, 3) uint8
+    labels: np.ndarray  # (N,) int64 class ids
+    tracks: np.ndarray  # (N,) int64 track key, unique across classes; -1 where the layout has none
+    paths: list[str]  # source file of each image, relative to root
+    class_names: list[str]
+    layout: str
+    root: str
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) of unusable entries
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, idx: np.ndarray) -> ImageSet:
+        idx = np.asarray(idx, dtype=np.int64)
+        return replace(self, images=self.images[idx], labels=self.labels[idx], tracks=self.tracks[idx],
+                       paths=[self.paths[i] for i in idx])
+
+    def counts(self) -> np.ndarray:
+        return np.bincount(self.labels, minlength=len(self.class_names))
+
+
+@dataclass
+class Entry:
+    """One image to decode: where it is, its label, and the ROI box in stored-pixel units if any."""
+
+    path: str
+    label: int
+    track: int = -1
+    roi: tuple[float, float, float, float] | None = None  # (x1, y1, x2, y2) in the CSV's pixel grid
+    csv_size: tuple[int, int] | None = None  # (width, height) the CSV's ROI refers to
+
+
+# ---------------------------------------------------------------- layout detection and listing
+
+
+def detect_layout(root: Path) -> tuple[str, Path]:
+    """Return (layout, base folder) for a dataset folder, or raise UserError saying what was expected."""
+    if not root.exists():
+        raise UserError(f"{root}: no such folder; pass --data with a GTSRB or class-per-folder dataset")
+    if not root.is_dir():
+        raise UserError(f"{root}: not a folder; pass --data with a dataset folder")
+    for images in (root / "Images", root):
+        if images.is_dir() and any(images.glob("*/GT-[0-9]*.csv")):
+            return "gtsrb-train", images
+        if images.is_dir() and any(images.glob("GT-[0-9]*.csv")) and TRACK_NAME.match(_first_image_name(images)):
+            return "gtsrb-train", images  # one class folder of the training layout
+    for images in (root / "Images", root):
+        for csv_path in (images / "GT-final_test.csv", images.parent / "GT-final_test.csv"):
+            if images.is_dir() and csv_path.is_file():
+                return "gtsrb-test", images
+    if any(p.is_dir() and any(_image_files(p)) for p in root.iterdir()):
+        return "folders", root
+    raise UserError(f"{root}: no images found; expected GTSRB's Images/000NN/GT-000NN.csv, "
+                    f"Images/ with GT-final_test.csv, or one sub-folder of images per class")
+
+
+def _first_image_name(folder: Path) -> str:
+    return next((p.name for p in _image_files(folder)), "")
+
+
+def _image_files(folder: Path):
+    return (p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def _read_gtsrb_csv(csv_path: Path, num_classes: int, image_dir: Path | None = None
+                    ) -> tuple[list[Entry], list[tuple[str, str]]]:
+    with open(csv_path, newline="") as f:
+        rows = list(csv.reader(f, delimiter=";"))
+    if not rows:
+        raise UserError(f"{csv_path}: empty CSV; expected header {';'.join(GTSRB_COLUMNS)}")
+    header = [h.strip() for h in rows[0]]
+    missing = [c for c in GTSRB_COLUMNS if c not in header]
+    if missing:
+        raise UserError(f"{csv_path}: missing column(s) {', '.join(missing)}; "
+                        f"expected header {';'.join(GTSRB_COLUMNS)}")
+    col = {name: header.index(name) for name in GTSRB_COLUMNS}
+    entries, bad = [], []
+    for line_no, row in enumerate(rows[1:], start=2):
+        if not row or not "".join(row).strip():
+            continue
+        where = f"{csv_path.name}:{line_no}"
+        try:
+            name = row[col["Filename"]].strip()
+            w, h, x1, y1, x2, y2, label = (int(row[col[c]]) for c in GTSRB_COLUMNS[1:])
+        except (IndexError, ValueError):
+            bad.append((where, "malformed CSV row"))
+            continue
+        path = str((image_dir or csv_path.parent) / name)
+        if not 0 <= label < num_classes:
+            bad.append((path, f"label {label} out of range 0..{num_classes - 1} ({where})"))
+            continue
+        match = TRACK_NAME.match(name)
+        track = label * 1_000_000 + int(match.group(1)) if match else -1
+        # Roi.X2/Y2 are inclusive pixel indices: the box ends one pixel further.
+        entries.append(Entry(path, label, track, (x1, y1, x2 + 1, y2 + 1), (w, h)))
+    return entries, bad
+
+
+def list_entries(root: Path) -> tuple[str, Path, list[Entry], list[tuple[str, str]], list[str]]:
+    """Every image a dataset folder names: (layout, base, entries, bad entries, class names)."""
+    layout, base = detect_layout(root)
+    names = list(GTSRB_CLASS_NAMES)
+    entries: list[Entry] = []
+    bad: list[tuple[str, str]] = []
+    if layout == "gtsrb-train":
+        for csv_path in sorted(base.glob("*/GT-[0-9]*.csv")) or sorted(base.glob("GT-[0-9]*.csv")):
+            more, more_bad = _read_gtsrb_csv(csv_path, len(names))
+            entries += more
+            bad += more_bad
+    elif layout == "gtsrb-test":
+        csv_path = next(p for p in (base / "GT-final_test.csv", base.parent / "GT-final_test.csv") if p.is_file())
+        entries, bad = _read_gtsrb_csv(csv_path, len(names), image_dir=base)
+        for e in entries:  # test images are not in tracks
+            e.track = -1
+    else:
+        class_dirs = sorted(p for p in base.iterdir() if p.is_dir() and any(_image_files(p)))
+        numeric = all(p.name.isdigit() for p in class_dirs)
+        if numeric and max(int(p.name) for p in class_dirs) < len(GTSRB_CLASS_NAMES):
+            labels = [int(p.name) for p in class_dirs]  # GTSRB-style ids keep their meaning
+        else:
+            names, labels = [p.name for p in class_dirs], list(range(len(class_dirs)))
+        for label, folder in zip(labels, class_dirs, strict=True):
+            for p in _image_files(folder):
+                match = TRACK_NAME.match(p.name)
+                track = label * 1_000_000 + int(match.group(1)) if match else -1
+                entries.append(Entry(str(p), label, track))
+    if not entries and not bad:
+        raise UserError(f"{root}: the dataset is empty; add images or point --data at another folder")
+    return layout, base, entries, bad, names
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def to_rgb_array(im: Image.Image) -> np.ndarray:
+    """Any Pillow mode (RGBA, L, P, 16-bit, float, CMYK) as (H, W, 3) uint8."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        hi = a.max() if a.size else 1.0
+        scale = 255.0 / (65535.0 if hi > 255 else 255.0) if im.mode != "F" or hi > 1.0 else 255.0
+        a = np.clip(a * scale, 0, 255).astype(np.uint8)
+        return np.repeat(a[:, :, None], 3, axis=2)
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(white, im)  # transparent pixels become white, not black
+    return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def decode_image(path: str | Path, size: int, roi=None, csv_size=None,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray | None, str]:
+    """Decode one file to (size, size, 3) uint8, or (None, reason) when it cannot be used."""
+    path = Path(path)
+    try:
+        if not path.is_file():
+            return None, "missing file"
+        if path.stat().st_size == 0:
+            return None, "zero-byte file"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                if im.size[0] * im.size[1] > max_pixels:
+                    return None, f"too large: {im.size[0]}x{im.size[1]} > {max_pixels} pixels (decompression bomb)"
+                expected = EXPECTED_FORMATS.get(path.suffix.lower())
+                if expected and im.format not in expected:
+                    return None, f"wrong extension: content is {im.format}, name says {path.suffix}"
+                im.load()
+                DECODE_COUNTER["images"] += 1
+                rgb = Image.fromarray(to_rgb_array(im))
+    except Image.DecompressionBombError as e:
+        return None, f"too large (decompression bomb): {e}"
+    except OSError as e:  # truncated data, unknown format, unsupported mode
+        text = str(e)
+        reason = "not an image" if "cannot identify" in text else f"unreadable: {text}"
+        return None, reason
+    except (ValueError, SyntaxError, Image.UnidentifiedImageError) as e:
+        return None, f"unreadable: {e}"
+    box = None
+    if roi is not None:
+        # The CSV gives the ROI on the original grid; this copy may be stored at another size.
+        sx, sy = rgb.width / csv_size[0], rgb.height / csv_size[1]
+        x1, y1, x2, y2 = roi
+        box = (max(0.0, x1 * sx), max(0.0, y1 * sy), min(rgb.width, x2 * sx), min(rgb.height, y2 * sy))
+        if box[2] - box[0] < 1 or box[3] - box[1] < 1:
+            box = None  # a degenerate ROI: keep the whole frame rather than drop the sample
+    out = rgb.resize((size, size), Image.Resampling.BILINEAR, box=box, reducing_gap=None)
+    return np.asarray(out, dtype=np.uint8), ""
+
+
+def _decode_chunk(args) -> tuple[list[np.ndarray | None], list[str], int]:
+    entries, size, crop, max_pixels = args
+    arrays, reasons = [], []
+    for e in entries:
+        roi, csv_size = (e.roi, e.csv_size) if crop == "roi" else (None, None)
+        a, reason = decode_image(e.path, size, roi, csv_size, max_pixels)
+        arrays.append(a)
+        reasons.append(reason)
+    return arrays, reasons, DECODE_COUNTER["images"]
+
+
+def decode_entries(entries: list[Entry], size: int, crop: str, max_pixels: int, workers: int | None = None):
+    """Decode in parallel processes for big sets; a small set decodes in this process."""
+    workers = workers or min(os.cpu_count() or 1, 8)
+    if len(entries) < 2000 or workers < 2:
+        arrays, reasons, _ = _decode_chunk((entries, size, crop, max_pixels))
+        return arrays, reasons
+    chunks = [entries[i:i + 1000] for i in range(0, len(entries), 1000)]
+    arrays, reasons = [], []
+    with ProcessPoolExecutor(workers) as pool:
+        for a, r, _ in pool.map(_decode_chunk, [(c, size, crop, max_pixels) for c in chunks]):
+            arrays += a
+            reasons += r
+    DECODE_COUNTER["images"] += sum(a is not None for a in arrays)
+    return arrays, reasons
+
+
+# ---------------------------------------------------------------- cache
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("SIGNLAB_CACHE", Path.home() / ".cache" / "signlab"))
+
+
+def fingerprint(entries: list[Entry], csvs: list[Path], size: int, crop: str, max_pixels: int) -> str:
+    """A key that changes when any file's path, size or mtime changes, or how we decode."""
+    h = hashlib.sha256(f"v{CACHE_VERSION}|{size}|{crop}|{max_pixels}".encode())
+    for p in sorted({e.path for e in entries} | {str(c) for c in csvs}):
+        try:
+            st = os.stat(p)
+            h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{p}|missing\n".encode())
+    for e in entries:
+        h.update(f"{e.label},{e.track},{e.roi},{e.csv_size}\n".encode())
+    return h.hexdigest()[:32]
+
+
+def _save_cache(folder: Path, ds: ImageSet) -> None:
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    np.save(tmp / "images.npy", ds.images)
+    np.save(tmp / "labels.npy", ds.labels)
+    np.save(tmp / "tracks.npy", ds.tracks)
+    meta = {"paths": ds.paths, "class_names": ds.class_names, "layout": ds.layout, "root": ds.root,
+            "skipped": ds.skipped}
+    (tmp / "meta.json").write_text(json.dumps(meta))
+    try:
+        os.replace(tmp, folder)  # atomic: a reader sees the whole cache or none
+    except OSError:
+        pass  # another process cached it first; ours is identical
+
+
+def _load_cache(folder: Path) -> ImageSet | None:
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        return ImageSet(np.load(folder / "images.npy"), np.load(folder / "labels.npy"),
+                        np.load(folder / "tracks.npy"), meta["paths"], meta["class_names"], meta["layout"],
+                        meta["root"], [tuple(s) for s in meta["skipped"]])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+# ---------------------------------------------------------------- public entry points
+
+
+def load_images(root: str | Path | None = None, size: int = 32, crop: str = "roi", cache: bool = True,
+                max_pixels: int = DEFAULT_MAX_PIXELS, max_bad_fraction: float = 1.0,
+                progress: bool = False) -> ImageSet:
+    """Decode a dataset folder (default: the shipped sample's training part) into an ImageSet.
+
+    Unusable files are skipped and listed in ``.skipped``; more than ``max_bad_fraction`` of them is a
+    UserError. The result is cached on disk keyed by the files' fingerprint, so a second call decodes nothing.
+    """
+    root = Path(root) if root is not None else SAMPLE_TRAIN
+    if crop not in ("roi", "full"):
+        raise UserError(f"--crop {crop}: unknown crop; use roi or full")
+    layout, base, entries, bad, names = list_entries(root)
+    csvs = [p for pattern in ("*/GT-[0-9]*.csv", "GT-[0-9]*.csv", "GT-final_test.csv") for p in base.glob(pattern)]
+    csvs += list(base.parent.glob("GT-final_test.csv"))
+    key = fingerprint(entries, csvs, size, crop, max_pixels)
+    folder = cache_dir() / key
+    ds = _load_cache(folder) if cache else None
+    if ds is None:
+        if progress:
+            print(f"decoding {len(entries)} images from {root} (cached for the next run)", flush=True)
+        arrays, reasons = decode_entries(entries, size, crop, max_pixels)
+        keep = [i for i, a in enumerate(arrays) if a is not None]
+        bad = bad + [(entries[i].path, reasons[i]) for i, a in enumerate(arrays) if a is None]
+        images = np.stack([arrays[i] for i in keep]) if keep else np.zeros((0, size, size, 3), np.uint8)
+        ds = ImageSet(images, np.array([entries[i].label for i in keep], dtype=np.int64),
+                      np.array([entries[i].track for i in keep], dtype=np.int64),
+                      [entries[i].path for i in keep], names, layout, str(root), bad)
+        if cache:
+            _save_cache(folder, ds)
+    total = len(ds) + len(ds.skipped)
+    if len(ds) == 0:
+        raise UserError(f"{root}: no usable images ({len(ds.skipped)} unreadable); check the files")
+    if len(ds.skipped) > max_bad_fraction * total:
+        raise UserError(f"{root}: {len(ds.skipped)} of {total} images are unusable "
+                        f"({len(ds.skipped) / total:.1%} > {max_bad_fraction:.1%}); first: "
+                        f"{ds.skipped[0][0]}: {ds.skipped[0][1]}; fix them or raise --max-bad-fraction")
+    return ds
+
+
+def split_indices(ds: ImageSet, val_fraction: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Train/validation indices, stratified by class; whole tracks stay on one side when there are tracks."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise UserError(f"--val-fraction {val_fraction}: must be in [0, 1)")
+    rng = np.random.default_rng(seed)
+    groups_per_class = []
+    for label in np.unique(ds.labels):
+        members = np.flatnonzero(ds.labels == label)
+        groups = ds.tracks[members] if (ds.tracks[members] >= 0).all() else members  # a sample is its own group
+        groups_per_class.append((members, groups, rng.permutation(np.unique(groups))))
+    # Each class gets floor(fraction * its groups); the groups left over go to the classes with the largest
+    # remainders, so a small set with 2 tracks a class still gets about val_fraction of its tracks.
+    quota = np.array([val_fraction * len(units) for _, _, units in groups_per_class])
+    n_val = np.floor(quota).astype(int)
+    spare = int(round(quota.sum())) - n_val.sum()
+    order = np.lexsort((rng.random(len(quota)), -(quota - n_val)))
+    n_val[order[:spare]] += 1
+    val = [members[np.isin(groups, units[:k])]
+           for (members, groups, units), k in zip(groups_per_class, n_val, strict=True)]
+    val_idx = np.sort(np.concatenate(val)) if val else np.zeros(0, np.int64)
+    train_idx = np.setdiff1d(np.arange(len(ds)), val_idx)
+    return train_idx, val_idx
+
+
+def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std of (N, H, W, 3) uint8 images, in [0, 1] units (float32, shape (3,))."""
+    total = np.zeros(3)
+    total_sq = np.zeros(3)
+    count = 0
+    for i in range(0, len(images), 4096):  # chunks keep float64 memory small on 39k images
+        chunk = images[i:i + 4096].reshape(-1, 3).astype(np.float64) / 255.0
+        total += chunk.sum(0)
+        total_sq += (chunk**2).sum(0)
+        count += len(chunk)
+    mean = total / max(count, 1)
+    std = np.sqrt(np.maximum(total_sq / max(count, 1) - mean**2, 1e-12))
+    return mean.astype(np.float32), std.astype(np.float32)

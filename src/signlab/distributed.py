@@ -1,0 +1,71 @@
+"""One process or many: `torchrun --nproc_per_node=N -m signlab train …` trains with DistributedDataParallel.
+
+Every rank draws the same epoch order (seeded by seed and epoch) and takes its own slice of each global
+batch, so the global batch, the learning-rate schedule and resume are those of a single process.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as torch_dist
+from torch import nn
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls) -> Distributed:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+        if torch.cuda.is_available():
+            torch.cuda.set_device(local_rank)
+            device, backend = torch.device("cuda", local_rank), "nccl"
+        else:
+            device, backend = torch.device("cpu"), "gloo"
+        if not torch_dist.is_initialized():
+            torch_dist.init_process_group(backend)
+        return cls(rank, world, device)
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        if self.world <= 1:
+            return model
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+    def shard(self, batch_indices: np.ndarray) -> np.ndarray:
+        return batch_indices[self.rank::self.world]
+
+    def add_sums(self, sums: dict, loss_total: float, correct: int, seen: int, seconds: float) -> dict:
+        if self.world > 1:  # every rank logs the global figures, so any rank could take over logging
+            t = torch.tensor([loss_total, correct, seen], dtype=torch.float64)
+            torch_dist.all_reduce(t)
+            loss_total, correct, seen = float(t[0]), int(t[1]), int(t[2])
+        return {**sums, "loss": sums["loss"] + loss_total, "correct": sums["correct"] + correct,
+                "seen": sums["seen"] + seen, "seconds": sums["seconds"] + seconds}
+
+    def any_flag(self, flag: bool) -> bool:
+        """True on every rank when any rank's flag is set: all ranks stop at the same step."""
+        if self.world <= 1:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0])
+        torch_dist.all_reduce(t)
+        return bool(t.item() > 0)
+
+    def close(self) -> None:
+        if self.world > 1 and torch_dist.is_initialized():
+            torch_dist.barrier()
+            torch_dist.destroy_process_group()

@@ -1,0 +1,419 @@
+"""Training: one function that reads top to bottom, checkpointing so that a resumed run is bit-identical.
+
+Exact resume rests on one rule: every random choice is a function of (seed, epoch, step, rank). The data
+order of an epoch is drawn from a generator seeded by (seed, epoch); the augmentation and dropout of a step
+from generators seeded by (seed, epoch, step, rank). The learning rate is a function of the global step. So
+the checkpoint only has to carry weights, optimizer state, EMA, position and running sums; the RNG states are
+saved and restored too, for code that draws from the global generators.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import random
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from signlab import checkpoint as ckpt
+from signlab.augment import augment_batch
+from signlab.config import TrainConfig, config_differences
+from signlab.data import SAMPLE_HELDOUT, ImageSet, channel_stats, load_images, split_indices
+from signlab.distributed import Distributed
+from signlab.errors import UserError
+from signlab.models import count_macs, count_parameters, create_model
+from signlab.predict import autocast, bf16_supported, pick_device, predict_logits, to_input
+
+METRIC_FIELDS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr",
+                 "images_per_second", "train_seconds", "epoch_seconds"]
+STOP_EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+class NonFiniteError(UserError):
+    def __init__(self, what: str, epoch: int, step: int) -> None:
+        super().__init__(f"non-finite {what} at epoch {epoch + 1}, step {step + 1}; the last good checkpoint is "
+                         f"kept; lower --lr or check the data", exit_code=3)
+
+
+@dataclass
+class Data:
+    train: ImageSet
+    val: ImageSet | None
+    mean: np.ndarray  # (3,) in [0, 1] units, from the training split only
+    std: np.ndarray
+
+
+def prepare_data(cfg: TrainConfig, log=print) -> Data:
+    if cfg.data is None and cfg.val_data is None:
+        # The shipped sample comes split by track: validate on its held-out part, train on all the rest.
+        cfg.val_data = str(SAMPLE_HELDOUT)
+    load = dict(size=cfg.image_size, crop=cfg.crop, max_pixels=cfg.max_image_pixels,
+                max_bad_fraction=cfg.max_bad_fraction, progress=True)
+    full = load_images(cfg.data, **load)
+    if cfg.val_data:
+        train, val = full, load_images(cfg.val_data, **load)
+    else:
+        train_idx, val_idx = split_indices(full, cfg.val_fraction, cfg.seed)
+        train, val = full.subset(train_idx), (full.subset(val_idx) if len(val_idx) else None)
+    if len(train) == 0:
+        raise UserError(f"{cfg.data}: no training images left after the validation split; lower --val-fraction")
+    mean, std = channel_stats(train.images)
+    tracks = len(set(train.tracks[train.tracks >= 0].tolist()))
+    log(f"data: {len(train)} training images ({tracks} tracks), {len(val) if val else 0} validation, "
+        f"{len(full.class_names)} classes, layout {full.layout}, {len(full.skipped)} skipped")
+    return Data(train, val, mean, std)
+
+
+def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
+    """One-cycle: linear warm-up from lr/20 to lr, then cosine down to lr/1000 (step counts from 0)."""
+    warm = max(1, int(cfg.warmup * total))
+    if step < warm:
+        return cfg.lr * (0.05 + 0.95 * step / warm)
+    progress = (step - warm) / max(1, total - warm)
+    return cfg.lr * (0.001 + 0.999 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    decay = [p for p in model.parameters() if p.ndim > 1]  # BN scales and biases are not decayed
+    rest = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    raise UserError(f"--optimizer {cfg.optimizer}: unknown; use sgd or adamw")
+
+
+def loss_fn(logits: torch.Tensor, y: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    logits = logits.float()
+    if cfg.loss == "cross_entropy":
+        return F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+    if cfg.loss == "squared":  # the lecture's L = Σ_j (σ(z_j) − y_j)², averaged over the batch
+        target = F.one_hot(y, logits.shape[1]).float()
+        return ((torch.sigmoid(logits) - target) ** 2).sum(1).mean()
+    raise UserError(f"--loss {cfg.loss}: unknown; use cross_entropy or squared")
+
+
+def step_seed(cfg: TrainConfig, epoch: int, step: int, rank: int) -> int:
+    return int(np.random.SeedSequence([cfg.seed, epoch, step, rank]).generate_state(1)[0])
+
+
+def epoch_order(cfg: TrainConfig, epoch: int, n: int) -> np.ndarray:
+    return np.random.default_rng([cfg.seed, epoch]).permutation(n)
+
+
+class StopRequest:
+    """SIGINT/SIGTERM set a flag; the loop finishes its step, checkpoints and exits with 130/143."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old = {}
+
+    def __enter__(self) -> StopRequest:
+        for s in STOP_EXIT_CODES:
+            self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum, _frame) -> None:
+        self.signum = signum
+
+    def __exit__(self, *exc) -> None:
+        for s, old in self._old.items():
+            signal.signal(s, old)
+
+
+def rng_states() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state()[1].tolist(),
+            "numpy_pos": int(np.random.get_state()[2])}
+
+
+def restore_rng_states(meta: dict, state: dict) -> None:
+    py = meta["rng"]["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    np.random.set_state(("MT19937", np.array(meta["rng"]["numpy"], dtype=np.uint32), meta["rng"]["numpy_pos"]))
+    torch.set_rng_state(state["rng.torch"])
+
+
+def weights_info(cfg: TrainConfig, data: Data, class_names: list[str], epoch: int, val_acc: float | None) -> dict:
+    return {"config": cfg.to_dict(), "mean": data.mean.tolist(), "std": data.std.tolist(),
+            "class_names": class_names, "epoch": epoch, "val_accuracy": val_acc}
+
+
+def resolve_config(cfg: TrainConfig, overrides: dict, log=print) -> TrainConfig:
+    """On --resume the saved config is the base; explicitly given flags that change it need --force-resume."""
+    saved_path = Path(cfg.out) / "config.json"
+    if not (cfg.resume and saved_path.is_file()):
+        return cfg
+    saved = json.loads(saved_path.read_text())
+    merged = {**saved, **overrides, "resume": True}
+    diffs = config_differences(saved, merged)
+    if diffs and not cfg.force_resume:
+        raise UserError(f"--resume: the config differs from {saved_path} in {'; '.join(diffs)}; "
+                        f"drop those flags or pass --force-resume to override")
+    for d in diffs:
+        log(f"resume: overriding {d}")
+    return TrainConfig.from_dict(merged)
+
+
+def train(cfg: TrainConfig, overrides: dict | None = None) -> dict:
+    """Train a model as `cfg` says; returns the final metrics. Raises UserError on bad input or a fault."""
+    dist = Distributed.from_env()
+    log = print if dist.is_main else (lambda *a, **k: None)
+    cfg = resolve_config(cfg, overrides or {}, log)
+    device = dist.device if dist.world > 1 else pick_device(cfg.device)
+    torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    run = Path(cfg.out)
+    try:
+        run.mkdir(parents=True, exist_ok=True)
+        (run / ".write-test").write_text("ok")
+        (run / ".write-test").unlink()
+    except OSError as e:
+        raise UserError(f"--out {run}: cannot write there ({e.strerror or e}); choose another folder") from None
+
+    data = prepare_data(cfg, log)
+    class_names = load_class_names(data)
+    if dist.is_main:
+        cfg.save(run / "config.json")
+        write_skipped(run / "skipped.txt", data)
+    model = create_model(cfg.model, num_classes=len(class_names), image_size=cfg.image_size, init=cfg.init,
+                         **cfg.model_options)
+    log(f"model {cfg.model}: {count_parameters(model):,} parameters, {count_macs(model, cfg.image_size):,} MACs "
+        f"per image; device {device}, bf16 {'on' if cfg.bf16 and bf16_supported(device) else 'off'}, "
+        f"{torch.get_num_threads()} threads")
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model.to(device, memory_format=memory_format)
+    optimizer = build_optimizer(model, cfg)
+    ema = {k: v.detach().clone().float() for k, v in model.state_dict().items()} if cfg.ema > 0 else None
+    mean, std = torch.tensor(data.mean, device=device), torch.tensor(data.std, device=device)
+
+    batch = min(cfg.batch_size, len(data.train))
+    steps_per_epoch = max(1, len(data.train) // batch)  # drop the ragged tail: the next epoch's order differs
+    total_steps = cfg.epochs * steps_per_epoch
+    start_epoch, start_step, best_acc, sums = 0, 0, -1.0, new_sums()
+
+    if cfg.resume:
+        loaded, skipped = ckpt.load_latest(run)
+        for name, reason in skipped:
+            log(f"resume: skipped checkpoint {name}: {reason}")
+        if loaded is None:
+            log(f"resume: no usable checkpoint in {run / 'checkpoints'}; starting from scratch")
+        else:
+            weights, state, meta = loaded
+            model.load_state_dict({k[6:]: v for k, v in weights.items() if k.startswith("model.")})
+            if ema is not None:
+                ema = {k[4:]: v for k, v in weights.items() if k.startswith("ema.")}
+            load_optimizer_state(optimizer, state, meta["optimizer"])
+            restore_rng_states(meta, state)
+            start_epoch, start_step, best_acc, sums = meta["epoch"], meta["step"], meta["best_acc"], meta["sums"]
+            log(f"resume: from {meta['name']} (epoch {start_epoch + 1}, step {start_step})")
+            truncate_metrics(run / "metrics.csv", start_epoch)
+    ddp_model = dist.wrap(model)
+
+    def save(epoch: int, step: int, name_step: int) -> Path:
+        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+            raise NonFiniteError("weights", epoch, max(step - 1, 0))  # never replace a good checkpoint
+        weights = {f"model.{k}": v for k, v in model.state_dict().items()}
+        if ema is not None:
+            weights.update({f"ema.{k}": v for k, v in ema.items()})
+        opt_tensors, opt_meta = optimizer_state(optimizer)
+        state = {**opt_tensors, "rng.torch": torch.get_rng_state()}
+        meta = {"name": f"{ckpt.CHECKPOINT_PREFIX}{name_step:09d}", "epoch": epoch, "step": step,
+                "best_acc": best_acc, "sums": sums, "optimizer": opt_meta, "rng": rng_states(),
+                "config": cfg.to_dict(), "mean": data.mean.tolist(), "std": data.std.tolist(),
+                "class_names": class_names}
+        return ckpt.save_checkpoint(run, name_step, weights, state, meta)
+
+    history: list[dict] = []
+    with StopRequest() as stop:
+        for epoch in range(start_epoch, cfg.epochs):
+            order = epoch_order(cfg, epoch, len(data.train))
+            model.train()
+            bar = tqdm(range(start_step, steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
+                       initial=start_step, total=steps_per_epoch, leave=False,
+                       disable=not (cfg.progress and dist.is_main and sys.stderr.isatty()), file=sys.stderr)
+            for step in bar:
+                t0 = time.perf_counter()
+                global_step = epoch * steps_per_epoch + step
+                idx = dist.shard(order[step * batch:(step + 1) * batch])
+                x = to_input(data.train.images[idx], mean, std, device, cfg.channels_last)  # (b, 3, H, W)
+                y = torch.from_numpy(data.train.labels[idx]).to(device)  # (b,)
+                seed = step_seed(cfg, epoch, step, dist.rank)
+                x = augment_batch(x, cfg.augment, torch.Generator().manual_seed(seed))
+                torch.manual_seed(seed)  # dropout and any other draw from the global generator
+                lr = lr_at(global_step, total_steps, cfg)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                with autocast(device, cfg.bf16):
+                    logits = ddp_model(x)  # (b, classes)
+                loss = loss_fn(logits, y, cfg)
+                if not torch.isfinite(loss):
+                    raise NonFiniteError("loss", epoch, step)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grads = [p.grad for p in model.parameters() if p.grad is not None]
+                if not torch.isfinite(torch.stack(torch._foreach_norm(grads)).sum()):
+                    raise NonFiniteError("gradient", epoch, step)
+                optimizer.step()
+                if ema is not None:
+                    update_ema(ema, model, cfg.ema)
+                correct = int((logits.argmax(1) == y).sum())
+                sums = dist.add_sums(sums, float(loss.detach()) * len(idx), correct, len(idx), time.perf_counter() - t0)
+                bar.set_postfix(loss=f"{sums['loss'] / sums['seen']:.3f}", acc=f"{sums['correct'] / sums['seen']:.3f}",
+                                img_s=f"{sums['seen'] / max(sums['seconds'], 1e-9):.0f}")
+                if dist.any_flag(stop.signum is not None):
+                    bar.close()
+                    return stop_mid_epoch(stop, dist, save, epoch, step + 1, global_step + 1, run, cfg)
+            bar.close()
+
+            val_loss, val_acc = validate(model, ema, data.val, mean, std, device, cfg)
+            seen = max(sums["seen"], 1)
+            row = {"epoch": epoch + 1, "train_loss": sums["loss"] / seen, "train_accuracy": sums["correct"] / seen,
+                   "val_loss": val_loss, "val_accuracy": val_acc, "lr": lr_at(global_step, total_steps, cfg),
+                   "images_per_second": sums["seen"] / max(sums["seconds"], 1e-9),
+                   "train_seconds": sums["train_seconds"] + sums["seconds"], "epoch_seconds": sums["seconds"]}
+            history.append(row)
+            score = val_acc if val_acc is not None else -row["train_loss"]
+            improved = score > best_acc
+            best_acc = max(best_acc, score)
+            sums = new_sums(train_seconds=row["train_seconds"])
+            start_step = 0
+            if dist.is_main:
+                append_metrics(run / "metrics.csv", row)
+                log(format_row(row, cfg.epochs))
+                path = save(epoch + 1, 0, (epoch + 1) * steps_per_epoch)
+                tensors = {f"{'ema' if ema is not None else 'model'}.{k}": v
+                           for k, v in (ema or model.state_dict()).items()}
+                info = weights_info(cfg, data, class_names, epoch + 1, val_acc)
+                ckpt.save_weights(run / "last.safetensors", tensors, info)
+                if improved:
+                    ckpt.save_weights(run / "best.safetensors", tensors, info)
+                    (run / "best.json").write_text(json.dumps({"checkpoint": path.name, **row}) + "\n")
+                best_name = json.loads((run / "best.json").read_text())["checkpoint"]
+                ckpt.prune_checkpoints(run, cfg.keep, protect={best_name})
+    dist.close()
+    final = history[-1] if history else {}
+    if dist.is_main:
+        log(f"done: weights in {run / 'best.safetensors'} and {run / 'last.safetensors'}")
+    return final
+
+
+def stop_mid_epoch(stop: StopRequest, dist: Distributed, save, epoch: int, step: int, global_step: int,
+                   run: Path, cfg: TrainConfig) -> dict:
+    signum = stop.signum or signal.SIGTERM
+    if dist.is_main:
+        save(epoch, step, global_step)
+        name = signal.Signals(signum).name
+        print(f"stopped by {name} at epoch {epoch + 1}, step {step}; resume with: "
+              f"signlab train --out {run} --resume", flush=True)
+    dist.close()
+    raise SystemExit(STOP_EXIT_CODES.get(signum, 143))
+
+
+def new_sums(train_seconds: float = 0.0) -> dict:
+    return {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0, "train_seconds": train_seconds}
+
+
+@torch.no_grad()
+def update_ema(ema: dict, model: torch.nn.Module, decay: float) -> None:
+    for k, v in model.state_dict().items():
+        if v.dtype.is_floating_point:
+            ema[k].mul_(decay).add_(v.float(), alpha=1 - decay)
+        else:
+            ema[k].copy_(v)
+
+
+def validate(model, ema, val: ImageSet | None, mean, std, device, cfg) -> tuple[float | None, float | None]:
+    if val is None or len(val) == 0:
+        return None, None
+    eval_model = model
+    if ema is not None:
+        eval_model = create_model(cfg.model, num_classes=model_classes(model), image_size=cfg.image_size,
+                                  **cfg.model_options).to(device, memory_format=torch.channels_last)
+        eval_model.load_state_dict(ema)
+    logits = predict_logits(eval_model, val.images, mean, std, device, bf16=cfg.bf16)
+    y = torch.from_numpy(val.labels)
+    loss = float(F.cross_entropy(logits, y))
+    return loss, float((logits.argmax(1) == y).float().mean())
+
+
+def model_classes(model: torch.nn.Module) -> int:
+    return [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1].out_features
+
+
+def optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """Split the optimizer state into tensors (for safetensors) and plain values (for JSON): no pickle."""
+    sd = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for idx, st in sd["state"].items():
+        for key, value in st.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim.{idx}.{key}"] = value
+            else:
+                scalars[f"{idx}.{key}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
+    state: dict[int, dict] = {}
+    for name, value in tensors.items():
+        if name.startswith("optim."):
+            _, idx, key = name.split(".", 2)
+            state.setdefault(int(idx), {})[key] = value
+    for name, value in meta["scalars"].items():
+        idx, key = name.split(".", 1)
+        state.setdefault(int(idx), {})[key] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def load_class_names(data: Data) -> list[str]:
+    return list(data.train.class_names)
+
+
+def write_skipped(path: Path, data: Data) -> None:
+    skipped = list(data.train.skipped) + (list(data.val.skipped) if data.val is not None else [])
+    if data.val is not None and data.val.root == data.train.root:
+        skipped = list(data.train.skipped)  # one dataset split in two: its skipped list is shared
+    path.write_text("".join(f"{p}\t{reason}\n" for p, reason in skipped))
+    if skipped:
+        print(f"skipped {len(skipped)} unusable image(s); listed in {path}")
+
+
+def append_metrics(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
+        if new:
+            writer.writeheader()
+        writer.writerow({k: ("" if row[k] is None else row[k]) for k in METRIC_FIELDS})
+
+
+def truncate_metrics(path: Path, completed_epochs: int) -> None:
+    """Drop rows of epochs after the checkpoint we resume from (a kill can land between row and checkpoint)."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= completed_epochs]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def format_row(row: dict, epochs: int) -> str:
+    val = (f"val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.4f}" if row["val_accuracy"] is not None
+           else "no validation set")
+    return (f"epoch {row['epoch']:>3}/{epochs}  train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f}  "
+            f"{val}  lr {row['lr']:.4g}  {row['images_per_second']:.0f} img/s  {row['train_seconds']:.1f} s")

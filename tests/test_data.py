@@ -1,0 +1,118 @@
+import numpy as np
+import pytest
+from conftest import make_folders, make_gtsrb_test, make_gtsrb_train
+from PIL import Image
+
+from signlab import data
+from signlab.data import channel_stats, decode_image, detect_layout, load_images, split_indices, to_rgb_array
+from signlab.errors import UserError
+
+
+def test_training_layout_from_root_images_and_class_folder(gtsrb_train):
+    for root in (gtsrb_train, gtsrb_train / "Images"):
+        ds = load_images(root)
+        assert ds.layout == "gtsrb-train"
+        assert ds.images.shape == (36, 32, 32, 3) and ds.images.dtype == np.uint8
+        assert sorted(set(ds.labels.tolist())) == [0, 1, 2]
+        assert len(set(ds.tracks.tolist())) == 9  # 3 tracks per class, unique across classes
+    one = load_images(gtsrb_train / "Images" / "00001")
+    assert set(one.labels.tolist()) == {1} and len(one) == 12
+
+
+def test_roi_crop_hits_the_sign(gtsrb_train):
+    ds = load_images(gtsrb_train)
+    red = ds.images[ds.labels == 0].reshape(-1, 3).mean(0)
+    assert red[0] > 150 and red[1] < 90  # the crop is the red square, not the grey frame
+    full = load_images(gtsrb_train, crop="full").images[ds.labels == 0].reshape(-1, 3).mean(0)
+    assert full[0] < red[0]  # the full frame mixes in the grey border
+
+
+def test_resized_copy_scales_the_roi(tmp_path):
+    original = load_images(make_gtsrb_train(tmp_path / "orig"))
+    resized = load_images(make_gtsrb_train(tmp_path / "small", stored_size=32))
+    diff = np.abs(original.images.astype(int) - resized.images.astype(int)).mean()
+    assert diff < 12, diff  # same crops up to resampling blur
+    unscaled = np.abs(original.images.astype(int) - load_images(tmp_path / "small", crop="full").images).mean()
+    assert diff < unscaled
+
+
+@pytest.mark.parametrize("csv_inside", [True, False])
+def test_test_layout(tmp_path, csv_inside):
+    root = make_gtsrb_test(tmp_path / "test", csv_inside=csv_inside)
+    for path in (root, root / "Images"):
+        ds = load_images(path)
+        assert ds.layout == "gtsrb-test" and len(ds) == 12
+        assert (ds.tracks == -1).all()
+        assert ds.labels.tolist() == [i % 3 for i in range(12)]
+
+
+def test_folder_layout(tmp_path):
+    ds = load_images(make_folders(tmp_path / "pets"))
+    assert ds.layout == "folders" and ds.class_names == ["cat", "dog"] and len(ds) == 12
+
+
+def test_split_keeps_tracks_whole_and_is_seeded(tmp_path):
+    ds = load_images(make_gtsrb_train(tmp_path / "g", tracks=10, frames=2))
+    train, val = split_indices(ds, 0.2, seed=3)
+    assert len(np.intersect1d(train, val)) == 0 and len(train) + len(val) == len(ds)
+    assert not set(ds.tracks[train].tolist()) & set(ds.tracks[val].tolist())
+    assert sorted(set(ds.labels[val].tolist())) == [0, 1, 2]  # stratified: 2 tracks of each class
+    assert len(val) == 3 * 2 * 2
+    again = split_indices(ds, 0.2, seed=3)[1]
+    other = split_indices(ds, 0.2, seed=4)[1]
+    assert (again == val).all() and not np.array_equal(other, val)
+
+
+def test_split_without_tracks_is_stratified(tmp_path):
+    ds = load_images(make_folders(tmp_path / "pets", per_class=10))
+    train, val = split_indices(ds, 0.2, seed=0)
+    assert np.bincount(ds.labels[val]).tolist() == [2, 2]
+
+
+def test_second_load_reads_the_cache(gtsrb_train):
+    load_images(gtsrb_train)
+    before = data.DECODE_COUNTER["images"]
+    ds = load_images(gtsrb_train)
+    assert data.DECODE_COUNTER["images"] == before and len(ds) == 36
+    (gtsrb_train / "Images" / "00000" / "00000_00000.ppm").touch()  # a changed file invalidates the cache
+    import os
+    st = os.stat(gtsrb_train / "Images" / "00000" / "00000_00000.ppm")
+    os.utime(gtsrb_train / "Images" / "00000" / "00000_00000.ppm", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    load_images(gtsrb_train)
+    assert data.DECODE_COUNTER["images"] > before
+
+
+def test_channel_stats_match_numpy():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(50, 8, 8, 3), dtype=np.uint8)
+    mean, std = channel_stats(images)
+    ref = images.reshape(-1, 3) / 255.0
+    np.testing.assert_allclose(mean, ref.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(std, ref.std(0), rtol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "L", "P", "I;16", "LA", "CMYK", "1"])
+def test_any_mode_becomes_rgb(tmp_path, mode):
+    rgb = Image.fromarray(np.full((20, 24, 3), 128, np.uint8))
+    im = Image.fromarray(np.full((20, 24), 40000, np.uint16)) if mode == "I;16" else rgb.convert(mode)
+    path = tmp_path / ("x.tif" if mode == "CMYK" else "x.png")
+    im.save(path)
+    arr, reason = decode_image(path, 32)
+    assert reason == "" and arr.shape == (32, 32, 3) and arr.dtype == np.uint8
+    assert to_rgb_array(im).shape == (20, 24, 3)
+
+
+def test_missing_folder_and_empty_dataset(tmp_path):
+    with pytest.raises(UserError, match="no such folder"):
+        detect_layout(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no images found"):
+        load_images(tmp_path / "empty")
+
+
+def test_csv_with_missing_columns(gtsrb_train):
+    csv_path = gtsrb_train / "Images" / "00000" / "GT-00000.csv"
+    lines = csv_path.read_text().splitlines()
+    csv_path.write_text("\n".join(";".join(line.split(";")[:1] + line.split(";")[7:]) for line in lines) + "\n")
+    with pytest.raises(UserError, match=r"GT-00000.csv: missing column\(s\) Width, Height"):
+        load_images(gtsrb_train)

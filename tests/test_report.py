@@ -1,0 +1,179 @@
+"""Tests of signlab.report: the numbers against hand-computed ones, and every report file on disk."""
+
+import csv
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from signlab.classes import GTSRB_CLASS_NAMES
+from signlab.report import (
+    confusion_matrix,
+    most_confused_pairs,
+    per_class_accuracy,
+    summarize,
+    write_report,
+)
+
+NAMES4 = ("zero", "one", "two", "three")
+# Hand-checked: class 0 -> 0,0,1; class 1 -> 1,2; class 2 -> 2,2,0,1; class 3 has no samples.
+Y_TRUE = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])
+Y_PRED = np.array([0, 0, 1, 1, 2, 2, 2, 0, 1])
+CM = np.array([[2, 1, 0, 0], [0, 1, 1, 0], [1, 1, 2, 0], [0, 0, 0, 0]])
+
+
+def _read_csv(path: Path) -> list[list[str]]:
+    with path.open(newline="", encoding="utf-8") as f:
+        return list(csv.reader(f))
+
+
+def _inputs(y_true: np.ndarray, y_pred: np.ndarray, c: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities whose argmax is y_pred, and small random crops."""
+    rng = np.random.default_rng(seed)
+    probs = rng.random((y_true.size, c))
+    probs[np.arange(y_true.size), y_pred] += c
+    probs /= probs.sum(axis=1, keepdims=True)
+    images = rng.integers(0, 256, (y_true.size, 16, 16, 3), dtype=np.uint8)
+    return probs, images
+
+
+def test_confusion_matrix_hand_example() -> None:
+    cm = confusion_matrix(Y_TRUE, Y_PRED, 4)
+    assert cm.dtype == np.int64
+    np.testing.assert_array_equal(cm, CM)
+
+
+@pytest.mark.parametrize(
+    ("y_true", "y_pred", "match"),
+    [
+        ([], [], "no samples"),
+        ([0, 1], [0], "equal length"),
+        ([0, 4], [0, 1], "outside"),
+        ([0.0, 1.0], [0, 1], "integer"),
+    ],
+)
+def test_confusion_matrix_rejects_bad_labels(y_true: list, y_pred: list, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        confusion_matrix(np.array(y_true), np.array(y_pred, dtype=np.int64), 4)
+
+
+def test_per_class_accuracy_nan_for_empty_class() -> None:
+    acc = per_class_accuracy(CM)
+    np.testing.assert_allclose(acc[:3], [2 / 3, 1 / 2, 2 / 4])
+    assert math.isnan(acc[3])
+
+
+def test_most_confused_order_and_k() -> None:
+    cm = np.array([[5, 3, 0], [1, 5, 3], [7, 0, 5]])
+    # Ties (3) break by (true, predicted); the diagonal and zeros never appear.
+    assert most_confused_pairs(cm) == [(2, 0, 7), (0, 1, 3), (1, 2, 3), (1, 0, 1)]
+    assert most_confused_pairs(cm, k=2) == [(2, 0, 7), (0, 1, 3)]
+    assert most_confused_pairs(cm, k=0) == []
+    assert most_confused_pairs(np.diag([4, 4])) == []
+    assert cm[0, 0] == 5  # the input is not modified
+
+
+def test_summarize_numbers() -> None:
+    s = summarize(Y_TRUE, Y_PRED, NAMES4)
+    json.dumps(s, allow_nan=False)  # strict JSON: no NaN sneaks in
+    assert (s["n"], s["correct"]) == (9, 5)
+    assert s["accuracy"] == pytest.approx(5 / 9)
+    assert s["per_class"]["0"] == {"name": "zero", "n": 3, "accuracy": pytest.approx(2 / 3)}
+    assert s["per_class"]["3"] == {"name": "three", "n": 0, "accuracy": None}
+    assert s["most_confused"][0] == {
+        "true": 0, "true_name": "zero", "predicted": 1, "predicted_name": "one", "count": 1,
+    }
+    assert len(s["most_confused"]) == 4
+    assert all(pair["count"] == 1 for pair in s["most_confused"])
+
+
+def test_write_report_files_agree_with_summary(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    c = len(GTSRB_CLASS_NAMES)
+    y_true = rng.integers(0, c - 1, 300)  # the last class gets no samples
+    y_pred = np.where(rng.random(300) < 0.8, y_true, rng.integers(0, c, 300))
+    probs, images = _inputs(y_true, y_pred, c)
+    paths = [f"img/{i:05d}.ppm" for i in range(300)]
+    out = tmp_path / "nested" / "report"
+
+    result = write_report(out, y_true, y_pred, probs, images, paths, GTSRB_CLASS_NAMES, max_gallery=10)
+
+    names = {"summary.json", "per_class.csv", "confusion.csv", "confusion.png", "most_confused.csv",
+             "misclassified.csv", "misclassified.png"}
+    assert {Path(f).name for f in result["files"]} == names
+    assert all(Path(f).parent == out and Path(f).stat().st_size > 0 for f in result["files"])
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert summary == {k: v for k, v in result.items() if k != "files"}
+    for png in ("confusion.png", "misclassified.png"):
+        with Image.open(out / png) as im:
+            im.verify()
+            assert im.format == "PNG" and min(im.size) > 100
+
+    per_class = _read_csv(out / "per_class.csv")
+    assert per_class[0] == ["class_id", "name", "n", "correct", "accuracy"]
+    assert len(per_class) == c + 1
+    for cid, name, n, correct, acc in per_class[1:]:
+        entry = summary["per_class"][cid]
+        assert (name, int(n)) == (entry["name"], entry["n"])
+        assert (acc == "") == (entry["accuracy"] is None)
+        if acc:
+            assert float(acc) == pytest.approx(entry["accuracy"], abs=1e-6)
+            assert int(correct) / int(n) == pytest.approx(entry["accuracy"])
+    assert sum(int(row[3]) for row in per_class[1:]) == summary["correct"]
+
+    confusion = _read_csv(out / "confusion.csv")
+    assert confusion[0][1:] == [str(i) for i in range(c)]
+    assert [row[0] for row in confusion[1:]] == [str(i) for i in range(c)]
+    cm = np.array([[int(v) for v in row[1:]] for row in confusion[1:]])
+    np.testing.assert_array_equal(cm, confusion_matrix(y_true, y_pred, c))
+    assert int(np.trace(cm)) == summary["correct"] and int(cm.sum()) == summary["n"] == 300
+
+    pairs = _read_csv(out / "most_confused.csv")
+    top = [{"true": int(t), "true_name": tn, "predicted": int(p), "predicted_name": pn, "count": int(k)}
+           for t, tn, p, pn, k in pairs[1:]]
+    assert top[: len(summary["most_confused"])] == summary["most_confused"]
+    assert sum(pair["count"] for pair in top) == summary["n"] - summary["correct"]
+
+    errors = _read_csv(out / "misclassified.csv")[1:]
+    assert len(errors) == summary["n"] - summary["correct"]
+    assert all(paths[int(row[0])] == row[1] for row in errors)
+    confidences = [float(row[6]) for row in errors]
+    assert confidences == sorted(confidences, reverse=True)
+
+
+def test_write_report_perfect_predictions(tmp_path: Path) -> None:
+    y = np.array([0, 1, 2, 2])
+    probs, images = _inputs(y, y, 4)
+    result = write_report(tmp_path, y, y, probs, images, ["a", "b", "c", "d"], NAMES4)
+    assert result["accuracy"] == 1.0 and result["most_confused"] == []
+    assert len(_read_csv(tmp_path / "misclassified.csv")) == 1  # the header only
+    assert len(_read_csv(tmp_path / "most_confused.csv")) == 1
+    with Image.open(tmp_path / "misclassified.png") as im:
+        im.verify()
+
+
+def test_write_report_rejects_bad_input(tmp_path: Path) -> None:
+    empty = np.zeros(0, dtype=np.int64)
+    with pytest.raises(ValueError, match="no samples"):
+        no_images = np.zeros((0, 8, 8, 3), np.uint8)
+        write_report(tmp_path / "r", empty, empty, np.zeros((0, 4)), no_images, [], NAMES4)
+    y = np.array([0, 1])
+    probs, images = _inputs(y, y, 4)
+    with pytest.raises(ValueError, match="probs"):
+        write_report(tmp_path / "r", y, y, probs[:, :3], images, ["a", "b"], NAMES4)
+    with pytest.raises(ValueError, match="images"):
+        write_report(tmp_path / "r", y, y, probs, images.astype(np.float32), ["a", "b"], NAMES4)
+    with pytest.raises(ValueError, match="paths"):
+        write_report(tmp_path / "r", y, y, probs, images, ["a"], NAMES4)
+    assert not (tmp_path / "r").exists()
+
+
+def test_report_does_not_import_torch() -> None:
+    # A fresh interpreter: this test session may already have torch loaded by other tests.
+    code = "import sys, signlab.report; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
