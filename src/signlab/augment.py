@@ -47,3 +47,46 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generato
     gain = (1 + _uniform(b, cfg.contrast, generator, x.device)).view(b, 1, 1, 1).to(x.dtype)
     bias = _uniform(b, cfg.brightness, generator, x.device).view(b, 1, 1, 1).to(x.dtype)
     return x * gain + bias
+
+
+# GTSRB classes whose mirror image is a sign of a known class (checked against the class-mean images with
+# bench/check_flips.py). Mirroring left-right: these keep their class ...
+_H_SAME = (11, 12, 13, 15, 17, 18, 22, 26, 30, 35)
+# ... and these turn into each other (curve left/right, turn left/right, straight-or-left/right, keep left/right).
+_H_SWAP = ((19, 20), (33, 34), (36, 37), (38, 39))
+_V_SAME = (1, 5, 12, 15, 17)  # upside down: 30, 80, priority road, no vehicles, no entry
+_ROT_SAME = (12, 15, 17, 32)  # rotated by 180 degrees
+
+
+def gtsrb_flip_tables() -> torch.Tensor:
+    """(3, 43) long: the class an image of class c becomes under a left-right flip, an up-down flip and a
+    180-degree rotation; -1 where the result is no traffic sign."""
+    tables = torch.full((3, 43), -1, dtype=torch.long)
+    for c in _H_SAME:
+        tables[0, c] = c
+    for a, b in _H_SWAP:
+        tables[0, a], tables[0, b] = b, a
+    for row, same in ((1, _V_SAME), (2, _ROT_SAME)):
+        for c in same:
+            tables[row, c] = c
+    return tables
+
+
+def flip_batch(x: torch.Tensor, y: torch.Tensor, tables: torch.Tensor, generator: torch.Generator,
+               p: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class-aware flips: each image whose class allows a flip takes it with probability p, and its label
+    follows (a flipped "turn left" becomes "turn right"). x (B, C, H, W), y (B,)."""
+    b = x.shape[0]
+    kind = torch.randint(0, 3, (b,), generator=generator).to(y.device)  # which of the three flips to try
+    take = (torch.rand(b, generator=generator) < p).to(y.device)
+    target = tables.to(y.device)[kind, y]
+    take &= target >= 0
+    if not bool(take.any()):
+        return x, y
+    flip_dims = {0: (3,), 1: (2,), 2: (2, 3)}
+    x = x.clone()
+    for k, dims in flip_dims.items():
+        sel = take & (kind == k)
+        if bool(sel.any()):
+            x[sel] = x[sel].flip(dims)
+    return x, torch.where(take, target, y)

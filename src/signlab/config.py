@@ -43,6 +43,7 @@ class TrainConfig:
     loss: str = "cross_entropy"  # cross_entropy or squared (the lecture's squared error on sigmoid outputs)
     ema: float = 0.0  # decay of the weights' exponential moving average per step; 0 = off
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    flips: float = 0.0  # probability of a class-aware flip (GTSRB classes only); 0 = off
     # machine
     bf16: bool = True  # bf16 autocast where the hardware has it (CPU with AVX-512 bf16, CUDA)
     channels_last: bool = True

@@ -6,6 +6,7 @@ batch, so the global batch, the learning-rate schedule and resume are those of a
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 
@@ -64,6 +65,24 @@ class Distributed:
         t = torch.tensor([1.0 if flag else 0.0])
         torch_dist.all_reduce(t)
         return bool(t.item() > 0)
+
+    def sync_buffers(self, model: nn.Module) -> None:
+        """BatchNorm running statistics drift apart per rank; rank 0's become everyone's at epoch ends."""
+        if self.world > 1:
+            for buffer in model.buffers():
+                torch_dist.broadcast(buffer, src=0)
+
+    def replicas_agree(self, model: nn.Module) -> bool:
+        """True when every rank holds bit-identical parameters and buffers (compared by checksum)."""
+        if self.world <= 1:
+            return True
+        h = hashlib.sha256()
+        for t in model.state_dict().values():
+            h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        digest = torch.tensor([int.from_bytes(h.digest()[i:i + 7], "little") for i in (0, 7, 14, 21)])
+        gathered = [torch.zeros_like(digest) for _ in range(self.world)]
+        torch_dist.all_gather(gathered, digest)
+        return all(torch.equal(g, gathered[0]) for g in gathered)
 
     def close(self) -> None:
         if self.world > 1 and torch_dist.is_initialized():

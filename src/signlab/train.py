@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from signlab import checkpoint as ckpt
-from signlab.augment import augment_batch
+from signlab.augment import augment_batch, flip_batch, gtsrb_flip_tables
+from signlab.classes import GTSRB_CLASS_NAMES
 from signlab.config import TrainConfig, config_differences
 from signlab.data import SAMPLE_HELDOUT, ImageSet, channel_stats, load_images, split_indices
 from signlab.distributed import Distributed
@@ -178,8 +179,9 @@ def train(cfg: TrainConfig, overrides: dict | None = None) -> dict:
     run = Path(cfg.out)
     try:
         run.mkdir(parents=True, exist_ok=True)
-        (run / ".write-test").write_text("ok")
-        (run / ".write-test").unlink()
+        probe = run / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
     except OSError as e:
         raise UserError(f"--out {run}: cannot write there ({e.strerror or e}); choose another folder") from None
 
@@ -221,6 +223,12 @@ def train(cfg: TrainConfig, overrides: dict | None = None) -> dict:
             log(f"resume: from {meta['name']} (epoch {start_epoch + 1}, step {start_step})")
             truncate_metrics(run / "metrics.csv", start_epoch)
     ddp_model = dist.wrap(model)
+    flip_tables = None
+    if cfg.flips > 0:
+        if list(class_names) == list(GTSRB_CLASS_NAMES):
+            flip_tables = gtsrb_flip_tables()
+        else:
+            log("flips: off, the classes are not GTSRB's and their mirror images are unknown")
 
     def save(epoch: int, step: int, name_step: int) -> Path:
         if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
@@ -251,7 +259,10 @@ def train(cfg: TrainConfig, overrides: dict | None = None) -> dict:
                 x = to_input(data.train.images[idx], mean, std, device, cfg.channels_last)  # (b, 3, H, W)
                 y = torch.from_numpy(data.train.labels[idx]).to(device)  # (b,)
                 seed = step_seed(cfg, epoch, step, dist.rank)
-                x = augment_batch(x, cfg.augment, torch.Generator().manual_seed(seed))
+                generator = torch.Generator().manual_seed(seed)
+                if flip_tables is not None:
+                    x, y = flip_batch(x, y, flip_tables, generator, cfg.flips)
+                x = augment_batch(x, cfg.augment, generator)
                 torch.manual_seed(seed)  # dropout and any other draw from the global generator
                 lr = lr_at(global_step, total_steps, cfg)
                 for group in optimizer.param_groups:
@@ -277,6 +288,7 @@ def train(cfg: TrainConfig, overrides: dict | None = None) -> dict:
                     bar.close()
                     return stop_mid_epoch(stop, dist, save, epoch, step + 1, global_step + 1, run, cfg)
             bar.close()
+            dist.sync_buffers(model)
 
             val_loss, val_acc = validate(model, ema, data.val, mean, std, device, cfg)
             seen = max(sums["seen"], 1)
@@ -303,6 +315,9 @@ def train(cfg: TrainConfig, overrides: dict | None = None) -> dict:
                     (run / "best.json").write_text(json.dumps({"checkpoint": path.name, **row}) + "\n")
                 best_name = json.loads((run / "best.json").read_text())["checkpoint"]
                 ckpt.prune_checkpoints(run, cfg.keep, protect={best_name})
+    if dist.world > 1:
+        agree = dist.replicas_agree(model)
+        log(f"ranks: weights {'identical' if agree else 'DIFFER'} across {dist.world} processes")
     dist.close()
     final = history[-1] if history else {}
     if dist.is_main:

@@ -1,0 +1,27 @@
+"""The lab's experiments: one per claim of the lecture, each regenerating its evidence in minutes on a CPU.
+
+Every experiment is `run_NAME(data=None, out=Path("runs/lab"), budget="full") -> dict`: data is None
+(the shipped sample), a folder or an ImageSet; it prints a table, writes out/NAME.png and returns its
+numbers, with "table" (the printed text), "png" (the plot's path) and "finite" (whether all numbers are).
+budget "smoke" runs the same code on a few hundred images for a moment, for tests.
+"""
+
+from collections.abc import Callable
+
+from signlab.experiments.basics import run_descent, run_init, run_loss, run_standardise
+from signlab.experiments.nets import run_filters, run_mlp_vs_cnn, run_vanishing_gradient
+
+# name -> (one-line description, function), in the lecture's order
+EXPERIMENTS: dict[str, tuple[str, Callable[..., dict]]] = {
+    "loss": ("squared error vs cross-entropy: learning curves of the perceptron", run_loss),
+    "init": ("N(0, 0.1) vs He/Glorot initialisation, per hidden activation", run_init),
+    "standardise": ("raw pixels vs pixels standardised by the training set's mean and std", run_standardise),
+    "descent": ("gradient descent vs SGD vs mini-batch: loss per example seen and per second", run_descent),
+    "vanishing-gradient": ("gradient norm per layer of a 6-layer sigmoid vs ReLU net, at init and trained",
+                           run_vanishing_gradient),
+    "mlp-vs-cnn": ("the perceptron vs a CNN with the same number of parameters", run_mlp_vs_cnn),
+    "filters": ("a CNN's first-layer filters as images, and their feature maps of one sign", run_filters),
+}
+
+__all__ = ["EXPERIMENTS", "run_descent", "run_filters", "run_init", "run_loss", "run_mlp_vs_cnn",
+           "run_standardise", "run_vanishing_gradient"]

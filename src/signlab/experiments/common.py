@@ -1,0 +1,161 @@
+"""What every lab experiment shares: its data, its budget, its table, its figure, a small torch loop."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from torch import nn
+
+from signlab.data import SAMPLE_HELDOUT, ImageSet, load_images, split_indices
+from signlab.errors import UserError
+from signlab.lab import Standardiser, flatten_images, one_hot
+
+BUDGETS = ("full", "smoke")
+SMOKE_TRAIN, SMOKE_VAL = 256, 128  # images kept on a smoke budget: enough to run every code path, fast
+
+
+@dataclass
+class Data:
+    """A train and a validation part of traffic-sign images, NHWC uint8, with labels 0..m-1."""
+
+    train: ImageSet
+    val: ImageSet
+    m: int  # number of classes
+    source: str  # where it came from, for the printed header
+
+    def columns(self, standardise: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The lab perceptron's view: X (d, N) pixel columns and one-hot Y (m, N), for train and val."""
+        X_tr, X_va = flatten_images(self.train.images), flatten_images(self.val.images)
+        if standardise:
+            std = Standardiser.fit(X_tr)  # the training part's statistics, for both parts
+            X_tr, X_va = std(X_tr), std(X_va)
+        return X_tr, one_hot(self.train.labels, self.m), X_va, one_hot(self.val.labels, self.m)
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """torch's view: NCHW float32 standardised per channel with the training part's statistics."""
+        x_tr, x_va = (torch.from_numpy(s.images).permute(0, 3, 1, 2).float() / 255
+                      for s in (self.train, self.val))  # (N, 3, H, W)
+        mean, std = x_tr.mean(dim=(0, 2, 3), keepdim=True), x_tr.std(dim=(0, 2, 3), keepdim=True) + 1e-6
+        y_tr, y_va = (torch.from_numpy(s.labels).long() for s in (self.train, self.val))
+        # contiguous: indexing mini-batches out of a permuted view costs twice the time of a conv epoch
+        return ((x_tr - mean) / std).contiguous(), y_tr, ((x_va - mean) / std).contiguous(), y_va
+
+
+def check_budget(budget: str) -> None:
+    if budget not in BUDGETS:
+        raise UserError(f"budget {budget!r}: use one of {', '.join(BUDGETS)}")
+
+
+def load_data(data: ImageSet | str | Path | None, budget: str, seed: int = 0) -> Data:
+    """None: the shipped sample, validated on its held-out part, which has every class (a track-aware
+    10 % split of the sample's 2 tracks a class would leave only a few classes to validate on).
+    A folder or an ImageSet: split by track with signlab.data.split_indices."""
+    check_budget(budget)
+    if data is None:
+        train, val = load_images(), load_images(SAMPLE_HELDOUT)
+        source = "the shipped sample (val: its held-out part)"
+    else:
+        ds = data if isinstance(data, ImageSet) else load_images(data)
+        tr, va = split_indices(ds, val_fraction=0.2, seed=seed)
+        train, val, source = ds.subset(tr), ds.subset(va), str(getattr(ds, "root", "") or "an ImageSet")
+    if budget == "smoke":
+        rng = np.random.default_rng(seed)
+        train = train.subset(np.sort(rng.permutation(len(train))[:SMOKE_TRAIN]))
+        val = val.subset(np.sort(rng.permutation(len(val))[:SMOKE_VAL]))
+    return Data(train, val, len(train.class_names), source)
+
+
+# --- reporting ----------------------------------------------------------------------------------
+
+
+def fmt(v: object) -> str:
+    if isinstance(v, (float, np.floating)):
+        v = float(v)
+        return f"{v:.3g}" if (v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e4)) else f"{v:.3f}"
+    return str(v)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]], title: str = "") -> str:
+    """A plain-text table with right-aligned numbers; printed and returned."""
+    cells = [list(headers)] + [[fmt(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = [("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True))) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    text = "\n".join(([title] if title else []) + lines)
+    print(text, flush=True)
+    return text
+
+
+def new_figure(ncols: int = 2, nrows: int = 1, size: tuple[float, float] = (5.0, 3.6)) -> tuple[Figure, list]:
+    fig = Figure(figsize=(size[0] * ncols, size[1] * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, [ax for row in axes for ax in row]
+
+
+def save_figure(fig: Figure, out: Path, name: str) -> Path:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.png"
+    FigureCanvasAgg(fig)  # attach an Agg canvas: no pyplot, no global backend state
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}")
+    return path
+
+
+def all_finite(*values: float) -> bool:
+    return all(math.isfinite(v) for v in values)
+
+
+# --- a small torch loop -------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def torch_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 512) -> float:
+    model.eval()
+    hits = sum((model(x[i : i + batch]).argmax(1) == y[i : i + batch]).sum().item()
+               for i in range(0, len(x), batch))
+    model.train()
+    return hits / max(len(x), 1)
+
+
+def train_torch(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    epochs: int,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    seed: int = 0,
+    on_epoch: Callable[[int], None] | None = None,
+    optimizer: str = "adam",
+) -> float:
+    """Adam or SGD (momentum 0.9) on mean cross-entropy, shuffled mini-batches; returns training seconds."""
+    g = torch.Generator().manual_seed(seed)
+    if optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+    seconds = 0.0
+    for epoch in range(epochs):
+        t0 = time.perf_counter()
+        for idx in torch.randperm(len(x), generator=g).split(batch_size):
+            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        seconds += time.perf_counter() - t0
+        if on_epoch is not None:
+            on_epoch(epoch)
+    return seconds
+
+
+def num_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
