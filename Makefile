@@ -14,8 +14,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/signlab train --out $(DEMO_RUN)
-	$(BIN)/signlab evaluate $(DEMO_RUN) --data sample:heldout --report $(DEMO_RUN)/report-heldout
+	$(BIN)/signlab train --out $(DEMO_RUN) --overwrite
+	$(BIN)/signlab evaluate $(DEMO_RUN) --data src/signlab/sample/heldout --report $(DEMO_RUN)/report-heldout
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -50,7 +50,7 @@ def gemm_peak(dtype: torch.dtype, n: int = 1024, repeats: int = 20) -> float:
 def run_preset(preset: str, data: str, out: Path, extra: list[str]) -> dict:
     run_dir = out / preset
     cmd = [sys.executable, "-m", "signlab", "train", "--preset", preset, "--data", data, "--out", str(run_dir),
-           "--no-progress", *extra]
+           "--no-progress", "--overwrite", *extra]
     print("$", " ".join(cmd), flush=True)
     start = time.perf_counter()
     proc = subprocess.Popen(cmd)

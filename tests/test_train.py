@@ -93,3 +93,11 @@ def test_one_cycle_schedule_shape():
 def test_lecture_and_modern_options_train(tmp_path, tiny, extra):
     code, out = run(tmp_path, "opt", *tiny, "--epochs", "1", *extra)
     assert code == 0 and (out / "best.safetensors").is_file()
+
+
+def test_existing_run_needs_resume_or_overwrite(tmp_path, tiny, capsys):
+    run(tmp_path, "a", *tiny, "--epochs", "1")
+    code, out = run(tmp_path, "a", *tiny, "--epochs", "1")
+    assert code == 2 and "already holds a run" in capsys.readouterr().err
+    code, out = run(tmp_path, "a", *tiny, "--epochs", "1", "--overwrite")
+    assert code == 0 and len(list(csv.DictReader(open(out / "metrics.csv")))) == 1

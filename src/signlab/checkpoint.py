@@ -83,10 +83,10 @@ def save_checkpoint(run_dir: Path, global_step: int, weights: dict[str, torch.Te
             shutil.rmtree(final)
         os.replace(tmp, final)
         _fsync_dir(folder)
-    except OSError as e:
+    except (OSError, SafetensorError) as e:  # safetensors reports a full disk as a SafetensorError
         shutil.rmtree(tmp, ignore_errors=True)
-        raise UserError(f"{folder}: cannot write checkpoint ({e.strerror or e}); free disk space or choose "
-                        f"another --out", exit_code=2) from None
+        raise UserError(f"{folder}: cannot write checkpoint ({getattr(e, 'strerror', None) or e}); "
+                        f"free disk space or choose another --out", exit_code=2) from None
     return final
 
 
@@ -151,10 +151,10 @@ def save_weights(path: Path, tensors: dict[str, torch.Tensor], info: dict) -> No
     try:
         _write_durably(tmp, lambda p: save_file(_contiguous(tensors), str(p), metadata={"signlab": json.dumps(info)}))
         os.replace(tmp, path)
-    except OSError as e:
+    except (OSError, SafetensorError) as e:
         tmp.unlink(missing_ok=True)
-        raise UserError(f"{path}: cannot write weights ({e.strerror or e}); free disk space or choose "
-                        f"another --out") from None
+        raise UserError(f"{path}: cannot write weights ({getattr(e, 'strerror', None) or e}); "
+                        f"free disk space or choose another --out") from None
 
 
 def resolve_weights(target: str | Path) -> Path:

@@ -37,6 +37,7 @@ TRAIN_FLAGS = [
 ]
 SWITCHES = [
     ("--resume", "resume", True, "continue from the newest good checkpoint in --out"),
+    ("--overwrite", "overwrite", True, "start again in a run folder that already holds a run"),
     ("--force-resume", "force_resume", True, "resume even if flags change the saved config"),
     ("--no-bf16", "bf16", False, "train in fp32 (bf16 autocast is on where the hardware has it)"),
     ("--no-channels-last", "channels_last", False, "keep NCHW memory layout"),

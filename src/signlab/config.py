@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -13,7 +14,7 @@ PRESET_DIR = Path(__file__).parent / "presets"
 # Fields that may differ on --resume without changing what is being trained.
 # Fields that may differ on --resume without changing what is being trained. The device and thread count
 # are free too, though bit-identical weights are only promised on the same machine and thread count.
-RESUME_FREE_FIELDS = {"out", "resume", "device", "threads", "keep", "force_resume", "progress",
+RESUME_FREE_FIELDS = {"out", "resume", "overwrite", "device", "threads", "keep", "force_resume", "progress",
                       "max_bad_fraction", "max_image_pixels"}
 
 
@@ -32,7 +33,7 @@ class TrainConfig:
     model_options: dict = field(default_factory=dict)  # passed to the model factory (e.g. hidden, widths)
     init: str = "default"  # default (PyTorch's He-style) or normal: N(0, 0.1) as in the lecture
     # optimisation
-    epochs: int = 15
+    epochs: int = 10
     batch_size: int = 128  # images per step, over all processes
     optimizer: str = "sgd"  # sgd (Nesterov momentum) or adamw
     lr: float = 0.1  # peak learning rate of the one-cycle schedule
@@ -53,6 +54,7 @@ class TrainConfig:
     # run folder
     out: str = "runs/latest"
     resume: bool = False
+    overwrite: bool = False  # start again in a run folder that holds a run
     force_resume: bool = False  # resume even if the config differs, saying what it overrides
     keep: int = 3  # epoch checkpoints kept besides the best
     progress: bool = True  # progress bar per epoch
@@ -73,7 +75,10 @@ class TrainConfig:
         return cls(**d)
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        """Atomically: a kill mid-write must not leave a half file that breaks --resume."""
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        os.replace(tmp, path)
 
 
 def load_preset(name: str) -> dict:

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -286,18 +287,21 @@ def fingerprint(entries: list[Entry], csvs: list[Path], size: int, crop: str, ma
 
 
 def _save_cache(folder: Path, ds: ImageSet) -> None:
+    """Best effort: a cache that cannot be written (a full disk, say) only means decoding again next time."""
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-    tmp.mkdir(parents=True, exist_ok=True)
-    np.save(tmp / "images.npy", ds.images)
-    np.save(tmp / "labels.npy", ds.labels)
-    np.save(tmp / "tracks.npy", ds.tracks)
-    meta = {"paths": ds.paths, "class_names": ds.class_names, "layout": ds.layout, "root": ds.root,
-            "skipped": ds.skipped}
-    (tmp / "meta.json").write_text(json.dumps(meta))
     try:
+        tmp.mkdir(parents=True, exist_ok=True)
+        np.save(tmp / "images.npy", ds.images)
+        np.save(tmp / "labels.npy", ds.labels)
+        np.save(tmp / "tracks.npy", ds.tracks)
+        meta = {"paths": ds.paths, "class_names": ds.class_names, "layout": ds.layout, "root": ds.root,
+                "skipped": ds.skipped}
+        (tmp / "meta.json").write_text(json.dumps(meta))
         os.replace(tmp, folder)  # atomic: a reader sees the whole cache or none
     except OSError:
-        pass  # another process cached it first; ours is identical
+        pass  # the disk is full, or another process cached it first (ours is identical)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _load_cache(folder: Path) -> ImageSet | None:

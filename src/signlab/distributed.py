@@ -84,6 +84,10 @@ class Distributed:
         torch_dist.all_gather(gathered, digest)
         return all(torch.equal(g, gathered[0]) for g in gathered)
 
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch_dist.barrier()
+
     def close(self) -> None:
         if self.world > 1 and torch_dist.is_initialized():
             torch_dist.barrier()

@@ -32,7 +32,8 @@ def slides_checkpoint(out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     preset.write_text(json.dumps({"model": "signnet", "model_options": {"widths": [8, 16], "depth": 1},
                                   "epochs": 3, "batch_size": 128, "lr": 0.05}))
-    base = [sys.executable, "-m", "signlab", "train", "--preset", str(preset), "--out", str(run), "--no-progress"]
+    base = [sys.executable, "-m", "signlab", "train", "--preset", str(preset), "--out", str(run), "--no-progress",
+            "--overwrite"]
     print(f"1. train for 3 epochs, saving after each: {run / 'checkpoints'}", flush=True)
     proc = subprocess.Popen(base, stdout=subprocess.PIPE, text=True)
     for line in proc.stdout:

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import sys
 import time
@@ -185,6 +186,14 @@ def train(cfg: TrainConfig, overrides: dict | None = None) -> dict:
     except OSError as e:
         raise UserError(f"--out {run}: cannot write there ({e.strerror or e}); choose another folder") from None
 
+    if not cfg.resume and (ckpt.list_checkpoints(run) or (run / "metrics.csv").exists()):
+        if not cfg.overwrite:
+            raise UserError(f"--out {run}: already holds a run; pass --resume to continue it, --overwrite to "
+                            f"start it again, or choose another --out")
+        if dist.is_main:
+            clear_run(run)
+    dist.barrier()
+
     data = prepare_data(cfg, log)
     class_names = load_class_names(data)
     if dist.is_main:
@@ -204,7 +213,7 @@ def train(cfg: TrainConfig, overrides: dict | None = None) -> dict:
     batch = min(cfg.batch_size, len(data.train))
     steps_per_epoch = max(1, len(data.train) // batch)  # drop the ragged tail: the next epoch's order differs
     total_steps = cfg.epochs * steps_per_epoch
-    start_epoch, start_step, best_acc, sums = 0, 0, -1.0, new_sums()
+    start_epoch, start_step, best_acc, sums = 0, 0, -math.inf, new_sums()  # a score may be any -train_loss
 
     if cfg.resume:
         loaded, skipped = ckpt.load_latest(run)
@@ -212,12 +221,18 @@ def train(cfg: TrainConfig, overrides: dict | None = None) -> dict:
             log(f"resume: skipped checkpoint {name}: {reason}")
         if loaded is None:
             log(f"resume: no usable checkpoint in {run / 'checkpoints'}; starting from scratch")
+            (run / "metrics.csv").unlink(missing_ok=True)
         else:
             weights, state, meta = loaded
-            model.load_state_dict({k[6:]: v for k, v in weights.items() if k.startswith("model.")})
+            try:  # fails only when --force-resume changed the model (its options, or the classes)
+                model.load_state_dict({k[6:]: v for k, v in weights.items() if k.startswith("model.")})
+                load_optimizer_state(optimizer, state, meta["optimizer"])
+            except (RuntimeError, ValueError, KeyError):
+                raise UserError(f"--resume: checkpoint {meta['name']} holds another model's weights; they do not "
+                                f"fit {cfg.model} {cfg.model_options}: keep the model or train into another "
+                                f"--out") from None
             if ema is not None:
                 ema = {k[4:]: v for k, v in weights.items() if k.startswith("ema.")}
-            load_optimizer_state(optimizer, state, meta["optimizer"])
             restore_rng_states(meta, state)
             start_epoch, start_step, best_acc, sums = meta["epoch"], meta["step"], meta["best_acc"], meta["sums"]
             log(f"resume: from {meta['name']} (epoch {start_epoch + 1}, step {start_step})")
@@ -230,9 +245,14 @@ def train(cfg: TrainConfig, overrides: dict | None = None) -> dict:
         else:
             log("flips: off, the classes are not GTSRB's and their mirror images are unknown")
 
+    def check_finite(epoch: int, step: int) -> None:
+        """Never save non-finite numbers: buffers too (BN running variances overflow before the loss does)."""
+        tensors = [*model.state_dict().values(), *(ema.values() if ema is not None else ())]
+        if not all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point()):
+            raise NonFiniteError("weights", epoch, step)  # never replace a good checkpoint
+
     def save(epoch: int, step: int, name_step: int) -> Path:
-        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
-            raise NonFiniteError("weights", epoch, max(step - 1, 0))  # never replace a good checkpoint
+        check_finite(epoch, max(step - 1, 0))
         weights = {f"model.{k}": v for k, v in model.state_dict().items()}
         if ema is not None:
             weights.update({f"ema.{k}": v for k, v in ema.items()})
@@ -293,7 +313,8 @@ def train(cfg: TrainConfig, overrides: dict | None = None) -> dict:
             val_loss, val_acc = validate(model, ema, data.val, mean, std, device, cfg)
             seen = max(sums["seen"], 1)
             row = {"epoch": epoch + 1, "train_loss": sums["loss"] / seen, "train_accuracy": sums["correct"] / seen,
-                   "val_loss": val_loss, "val_accuracy": val_acc, "lr": lr_at(global_step, total_steps, cfg),
+                   "val_loss": val_loss, "val_accuracy": val_acc,
+                   "lr": lr_at((epoch + 1) * steps_per_epoch - 1, total_steps, cfg),  # the epoch's last step's
                    "images_per_second": sums["seen"] / max(sums["seconds"], 1e-9),
                    "train_seconds": sums["train_seconds"] + sums["seconds"], "epoch_seconds": sums["seconds"]}
             history.append(row)
@@ -303,16 +324,21 @@ def train(cfg: TrainConfig, overrides: dict | None = None) -> dict:
             sums = new_sums(train_seconds=row["train_seconds"])
             start_step = 0
             if dist.is_main:
+                check_finite(epoch, steps_per_epoch - 1)
                 append_metrics(run / "metrics.csv", row)
                 log(format_row(row, cfg.epochs))
-                path = save(epoch + 1, 0, (epoch + 1) * steps_per_epoch)
+                # The checkpoint is the commit point, so it is written last: a kill before it leaves the previous
+                # checkpoint the newest, and the resumed run writes last, best and best.json again, identically.
+                name_step = (epoch + 1) * steps_per_epoch
                 tensors = {f"{'ema' if ema is not None else 'model'}.{k}": v
                            for k, v in (ema or model.state_dict()).items()}
                 info = weights_info(cfg, data, class_names, epoch + 1, val_acc)
                 ckpt.save_weights(run / "last.safetensors", tensors, info)
                 if improved:
                     ckpt.save_weights(run / "best.safetensors", tensors, info)
-                    (run / "best.json").write_text(json.dumps({"checkpoint": path.name, **row}) + "\n")
+                    best = {"checkpoint": f"{ckpt.CHECKPOINT_PREFIX}{name_step:09d}", **row}
+                    (run / "best.json").write_text(json.dumps(best) + "\n")
+                save(epoch + 1, 0, name_step)
                 best_name = json.loads((run / "best.json").read_text())["checkpoint"]
                 ckpt.prune_checkpoints(run, cfg.keep, protect={best_name})
     if dist.world > 1:
@@ -335,6 +361,13 @@ def stop_mid_epoch(stop: StopRequest, dist: Distributed, save, epoch: int, step:
               f"signlab train --out {run} --resume", flush=True)
     dist.close()
     raise SystemExit(STOP_EXIT_CODES.get(signum, 143))
+
+
+def clear_run(run: Path) -> None:
+    """--overwrite: remove what a previous run left, so its checkpoints and metrics cannot mix with ours."""
+    shutil.rmtree(run / "checkpoints", ignore_errors=True)
+    for name in ("metrics.csv", "best.json", "best.safetensors", "last.safetensors", "skipped.txt"):
+        (run / name).unlink(missing_ok=True)
 
 
 def new_sums(train_seconds: float = 0.0) -> dict:

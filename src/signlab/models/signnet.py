@@ -42,6 +42,14 @@ class SignNet(nn.Module):
 
 
 @register_model
-def signnet(num_classes: int = 43, image_size: int = 32, widths: tuple[int, ...] = (32, 64, 128),
+def signnet(num_classes: int = 43, image_size: int = 32, widths: tuple[int, ...] = (16, 32, 64),
             depth: int = 2, dropout: float = 0.0, in_channels: int = 3) -> nn.Module:
+    """The default: 78k parameters, 9.9M MACs; widths that are multiples of 16 keep oneDNN's kernels fast."""
+    return SignNet(num_classes, tuple(widths), depth, dropout, in_channels)
+
+
+@register_model
+def signnet_wide(num_classes: int = 43, image_size: int = 32, widths: tuple[int, ...] = (32, 64, 128),
+                 depth: int = 2, dropout: float = 0.0, in_channels: int = 3) -> nn.Module:
+    """Twice the width, four times the MACs (38.6M): the reference network's size, for the best accuracy."""
     return SignNet(num_classes, tuple(widths), depth, dropout, in_channels)
