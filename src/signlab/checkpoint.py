@@ -13,10 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -190,3 +192,43 @@ def load_weights(target: str | Path) -> tuple[dict[str, torch.Tensor], dict, Pat
         raise UserError(f"{path}: safetensors file without signlab metadata; use RUN/best.safetensors "
                         f"or RUN/last.safetensors written by signlab train")
     return tensors, info, path
+
+
+# ---------------------------------------------------------------- training state as tensors + JSON
+
+
+def rng_states() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state()[1].tolist(),
+            "numpy_pos": int(np.random.get_state()[2])}
+
+
+def restore_rng_states(meta: dict, state: dict) -> None:
+    py = meta["rng"]["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    np.random.set_state(("MT19937", np.array(meta["rng"]["numpy"], dtype=np.uint32), meta["rng"]["numpy_pos"]))
+    torch.set_rng_state(state["rng.torch"])
+
+
+def optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """Split the optimizer state into tensors (for safetensors) and plain values (for JSON): no pickle."""
+    sd = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for idx, st in sd["state"].items():
+        for key, value in st.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim.{idx}.{key}"] = value
+            else:
+                scalars[f"{idx}.{key}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
+    state: dict[int, dict] = {}
+    for name, value in tensors.items():
+        if name.startswith("optim."):
+            _, idx, key = name.split(".", 2)
+            state.setdefault(int(idx), {})[key] = value
+    for name, value in meta["scalars"].items():
+        idx, key = name.split(".", 1)
+        state.setdefault(int(idx), {})[key] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})

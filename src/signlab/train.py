@@ -9,7 +9,6 @@ saved and restored too, for code that draws from the global generators.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -27,6 +26,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from signlab import checkpoint as ckpt
+from signlab import metrics
 from signlab.augment import augment_batch, flip_batch, gtsrb_flip_tables
 from signlab.classes import GTSRB_CLASS_NAMES
 from signlab.config import TrainConfig, config_differences
@@ -36,8 +36,6 @@ from signlab.errors import UserError
 from signlab.models import count_macs, count_parameters, create_model
 from signlab.predict import autocast, bf16_supported, pick_device, predict_logits, to_input
 
-METRIC_FIELDS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr",
-                 "images_per_second", "train_seconds", "epoch_seconds"]
 STOP_EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
@@ -134,18 +132,6 @@ class StopRequest:
             signal.signal(s, old)
 
 
-def rng_states() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state()[1].tolist(),
-            "numpy_pos": int(np.random.get_state()[2])}
-
-
-def restore_rng_states(meta: dict, state: dict) -> None:
-    py = meta["rng"]["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    np.random.set_state(("MT19937", np.array(meta["rng"]["numpy"], dtype=np.uint32), meta["rng"]["numpy_pos"]))
-    torch.set_rng_state(state["rng.torch"])
-
-
 def weights_info(cfg: TrainConfig, data: Data, class_names: list[str], epoch: int, val_acc: float | None) -> dict:
     return {"config": cfg.to_dict(), "mean": data.mean.tolist(), "std": data.std.tolist(),
             "class_names": class_names, "epoch": epoch, "val_accuracy": val_acc}
@@ -226,17 +212,17 @@ def train(cfg: TrainConfig, overrides: dict | None = None) -> dict:
             weights, state, meta = loaded
             try:  # fails only when --force-resume changed the model (its options, or the classes)
                 model.load_state_dict({k[6:]: v for k, v in weights.items() if k.startswith("model.")})
-                load_optimizer_state(optimizer, state, meta["optimizer"])
+                ckpt.load_optimizer_state(optimizer, state, meta["optimizer"])
             except (RuntimeError, ValueError, KeyError):
                 raise UserError(f"--resume: checkpoint {meta['name']} holds another model's weights; they do not "
                                 f"fit {cfg.model} {cfg.model_options}: keep the model or train into another "
                                 f"--out") from None
             if ema is not None:
                 ema = {k[4:]: v for k, v in weights.items() if k.startswith("ema.")}
-            restore_rng_states(meta, state)
+            ckpt.restore_rng_states(meta, state)
             start_epoch, start_step, best_acc, sums = meta["epoch"], meta["step"], meta["best_acc"], meta["sums"]
             log(f"resume: from {meta['name']} (epoch {start_epoch + 1}, step {start_step})")
-            truncate_metrics(run / "metrics.csv", start_epoch)
+            metrics.truncate_metrics(run / "metrics.csv", start_epoch)
     ddp_model = dist.wrap(model)
     flip_tables = None
     if cfg.flips > 0:
@@ -256,10 +242,10 @@ def train(cfg: TrainConfig, overrides: dict | None = None) -> dict:
         weights = {f"model.{k}": v for k, v in model.state_dict().items()}
         if ema is not None:
             weights.update({f"ema.{k}": v for k, v in ema.items()})
-        opt_tensors, opt_meta = optimizer_state(optimizer)
+        opt_tensors, opt_meta = ckpt.optimizer_state(optimizer)
         state = {**opt_tensors, "rng.torch": torch.get_rng_state()}
         meta = {"name": f"{ckpt.CHECKPOINT_PREFIX}{name_step:09d}", "epoch": epoch, "step": step,
-                "best_acc": best_acc, "sums": sums, "optimizer": opt_meta, "rng": rng_states(),
+                "best_acc": best_acc, "sums": sums, "optimizer": opt_meta, "rng": ckpt.rng_states(),
                 "config": cfg.to_dict(), "mean": data.mean.tolist(), "std": data.std.tolist(),
                 "class_names": class_names}
         return ckpt.save_checkpoint(run, name_step, weights, state, meta)
@@ -325,8 +311,8 @@ def train(cfg: TrainConfig, overrides: dict | None = None) -> dict:
             start_step = 0
             if dist.is_main:
                 check_finite(epoch, steps_per_epoch - 1)
-                append_metrics(run / "metrics.csv", row)
-                log(format_row(row, cfg.epochs))
+                metrics.append_metrics(run / "metrics.csv", row)
+                log(metrics.format_row(row, cfg.epochs))
                 # The checkpoint is the commit point, so it is written last: a kill before it leaves the previous
                 # checkpoint the newest, and the resumed run writes last, best and best.json again, identically.
                 name_step = (epoch + 1) * steps_per_epoch
@@ -401,31 +387,6 @@ def model_classes(model: torch.nn.Module) -> int:
     return [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1].out_features
 
 
-def optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
-    """Split the optimizer state into tensors (for safetensors) and plain values (for JSON): no pickle."""
-    sd = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    for idx, st in sd["state"].items():
-        for key, value in st.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"optim.{idx}.{key}"] = value
-            else:
-                scalars[f"{idx}.{key}"] = value
-    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
-
-
-def load_optimizer_state(optimizer: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
-    state: dict[int, dict] = {}
-    for name, value in tensors.items():
-        if name.startswith("optim."):
-            _, idx, key = name.split(".", 2)
-            state.setdefault(int(idx), {})[key] = value
-    for name, value in meta["scalars"].items():
-        idx, key = name.split(".", 1)
-        state.setdefault(int(idx), {})[key] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-
-
 def load_class_names(data: Data) -> list[str]:
     return list(data.train.class_names)
 
@@ -437,31 +398,3 @@ def write_skipped(path: Path, data: Data) -> None:
     path.write_text("".join(f"{p}\t{reason}\n" for p, reason in skipped))
     if skipped:
         print(f"skipped {len(skipped)} unusable image(s); listed in {path}")
-
-
-def append_metrics(path: Path, row: dict) -> None:
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
-        if new:
-            writer.writeheader()
-        writer.writerow({k: ("" if row[k] is None else row[k]) for k in METRIC_FIELDS})
-
-
-def truncate_metrics(path: Path, completed_epochs: int) -> None:
-    """Drop rows of epochs after the checkpoint we resume from (a kill can land between row and checkpoint)."""
-    if not path.exists():
-        return
-    with open(path, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= completed_epochs]
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def format_row(row: dict, epochs: int) -> str:
-    val = (f"val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.4f}" if row["val_accuracy"] is not None
-           else "no validation set")
-    return (f"epoch {row['epoch']:>3}/{epochs}  train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f}  "
-            f"{val}  lr {row['lr']:.4g}  {row['images_per_second']:.0f} img/s  {row['train_seconds']:.1f} s")

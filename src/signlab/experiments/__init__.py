@@ -13,10 +13,10 @@ from signlab.experiments.nets import run_filters, run_mlp_vs_cnn, run_vanishing_
 
 # name -> (one-line description, function), in the lecture's order
 EXPERIMENTS: dict[str, tuple[str, Callable[..., dict]]] = {
-    "loss": ("squared error vs cross-entropy: learning curves of the perceptron", run_loss),
-    "init": ("N(0, 0.1) vs He/Glorot initialisation, per hidden activation", run_init),
     "standardise": ("raw pixels vs pixels standardised by the training set's mean and std", run_standardise),
     "descent": ("gradient descent vs SGD vs mini-batch: loss per example seen and per second", run_descent),
+    "loss": ("squared error vs cross-entropy: learning curves of the perceptron", run_loss),
+    "init": ("N(0, 0.1) vs He/Glorot initialisation, per hidden activation", run_init),
     "vanishing-gradient": ("gradient norm per layer of a 6-layer sigmoid vs ReLU net, at init and trained",
                            run_vanishing_gradient),
     "mlp-vs-cnn": ("the perceptron vs a CNN with the same number of parameters", run_mlp_vs_cnn),
