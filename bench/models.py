@@ -24,6 +24,7 @@ def main() -> None:
     parser.add_argument("--data", default=str(ROOT.parent / "shared/datasets/GTSRB/Final_Training"))
     parser.add_argument("--models", nargs="+", default=["signnet", "lenet", "mlp"])
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "models")
+    parser.add_argument("--reuse", action="store_true", help="keep finished runs in --out instead of retraining")
     args = parser.parse_args()
     rows = []
     for name in args.models:
@@ -31,7 +32,9 @@ def main() -> None:
         cmd = [sys.executable, "-m", "signlab", "train", "--model", name, "--data", args.data, "--out", str(run),
                "--no-progress", "--overwrite"]
         print("$", " ".join(cmd[1:]), flush=True)
-        subprocess.run(cmd, check=True)
+        if not (args.reuse and (run / "done.txt").exists()):
+            subprocess.run(cmd, check=True)
+            (run / "done.txt").write_text(" ".join(cmd[1:]) + "\n")
         metrics = list(csv.DictReader(open(run / "metrics.csv")))
         best = max(metrics, key=lambda r: float(r["val_accuracy"]))
         model = create_model(name)

@@ -61,3 +61,14 @@ def test_unwritable_folder_is_a_clear_error(tmp_path):
     blocker.write_text("a file where the run folder should be")
     with pytest.raises(UserError, match="cannot write checkpoint"):
         save(blocker, 1, 1.0)
+
+
+def test_resave_of_the_same_step_killed_between_renames_is_recovered(tmp_path):
+    save(tmp_path, 7, 1.0)
+    folder = tmp_path / "checkpoints"
+    (folder / "ckpt-000000007").rename(folder / ".old-ckpt-000000007")  # the state after the first rename
+    (weights, _, meta), skipped = ckpt.load_latest(tmp_path)
+    assert meta["epoch"] == 7 and weights["model.w"].tolist() == [1.0] * 3 and skipped == []
+    save(tmp_path, 7, 2.0)  # a normal re-save replaces the whole folder
+    assert ckpt.load_latest(tmp_path)[0][0]["model.w"].tolist() == [2.0] * 3
+    assert not list(folder.glob(".old-*"))

@@ -78,3 +78,12 @@ def test_info(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "layout gtsrb-train, 35 images, 43 classes, 9 tracks, 1 unusable" in out
     assert "zero-byte file" in out
+
+
+def test_model_train_defaults_apply_unless_the_user_sets_them():
+    from signlab.cli import build_parser, train_overrides
+
+    parse = build_parser().parse_args
+    assert train_overrides(parse(["train", "--model", "mlp"]))["lr"] == 0.02  # the MLP diverges at 0.1
+    assert train_overrides(parse(["train", "--model", "mlp", "--lr", "0.5"]))["lr"] == 0.5
+    assert "lr" not in train_overrides(parse(["train"]))

@@ -81,9 +81,16 @@ def save_checkpoint(run_dir: Path, global_step: int, weights: dict[str, torch.Te
         meta = dict(meta, sha256={n: _sha256(tmp / n) for n in ("weights.safetensors", "state.safetensors")})
         _write_durably(tmp / "meta.json", lambda p: p.write_text(json.dumps(meta)))
         _fsync_dir(tmp)
-        if final.exists():  # a re-save of the same step (resume at a boundary): replace it whole
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        if final.exists():
+            # A re-save of the same step (a stop on an epoch's last step, then resume). Two renames with the
+            # old copy parked under .old-: a kill between them is undone by _recover_parked.
+            parked = folder / f".old-{final.name}"
+            shutil.rmtree(parked, ignore_errors=True)
+            os.replace(final, parked)
+            os.replace(tmp, final)
+            shutil.rmtree(parked, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
         _fsync_dir(folder)
     except (OSError, SafetensorError) as e:  # safetensors reports a full disk as a SafetensorError
         shutil.rmtree(tmp, ignore_errors=True)
@@ -115,11 +122,25 @@ def verify_checkpoint(path: Path) -> tuple[dict, dict, dict]:
     return weights, state, meta
 
 
+def _recover_parked(folder: Path) -> None:
+    """Put back a checkpoint parked by a re-save that was killed before its replacement arrived."""
+    for parked in folder.glob(".old-*"):
+        original = folder / parked.name[len(".old-"):]
+        try:
+            if original.exists():
+                shutil.rmtree(parked, ignore_errors=True)
+            else:
+                os.replace(parked, original)
+        except OSError:
+            pass  # a read-only run folder: leave it, the other checkpoints still load
+
+
 def list_checkpoints(run_dir: Path) -> list[Path]:
     """Checkpoint folders, newest (highest global step) first."""
     folder = run_dir / "checkpoints"
     if not folder.is_dir():
         return []
+    _recover_parked(folder)
     found = [p for p in folder.iterdir() if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX)]
     return sorted(found, key=lambda p: p.name, reverse=True)
 

@@ -100,6 +100,11 @@ def train_overrides(args: argparse.Namespace) -> dict:
         overrides["model_options"] = {**overrides.get("model_options", {}), **options}
     if args.preset:
         overrides["preset"] = args.preset
+    if not args.resume:  # on resume the saved config already holds them
+        from signlab.models import train_defaults
+
+        for key, value in train_defaults(overrides.get("model", "signnet")).items():
+            overrides.setdefault(key, value)
     for key in ("data", "val_data"):  # absolute paths, so a resume from another folder finds the same data
         if overrides.get(key):
             overrides[key] = str(Path(overrides[key]).resolve())

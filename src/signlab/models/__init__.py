@@ -18,6 +18,11 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     return fn
 
 
+def train_defaults(name: str) -> dict:
+    """Training settings a model needs unless the user sets them (e.g. a lower learning rate for the MLP)."""
+    return dict(getattr(_REGISTRY.get(name), "train_defaults", {}))
+
+
 def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
