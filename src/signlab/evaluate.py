@@ -61,7 +61,14 @@ def evaluate(target: str | Path, data: str | None = None, report_dir: str | Path
                    seconds=seconds, images_per_second=len(ds) / max(seconds, 1e-9))
     run_dir = loaded.path.parent
     if ds.skipped:
-        (run_dir / "skipped-evaluate.txt").write_text("".join(f"{p}\t{r}\n" for p, r in ds.skipped))
+        listing = "".join(f"{p}\t{r}\n" for p, r in ds.skipped)
+        for folder in (run_dir, Path(report_dir) if report_dir else None):
+            if folder is not None:
+                try:
+                    folder.mkdir(parents=True, exist_ok=True)
+                    (folder / "skipped-evaluate.txt").write_text(listing)
+                except OSError:
+                    pass  # a read-only run folder: the count is still reported
     if report_dir is not None:
         written = write_report(Path(report_dir), y_true, y_pred, probs, ds.images, ds.paths, loaded.class_names)
         summary["report"] = written.get("files", [])
