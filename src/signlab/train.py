@@ -181,7 +181,7 @@ def train(cfg: TrainConfig, overrides: dict | None = None) -> dict:
     dist.barrier()
 
     data = prepare_data(cfg, log)
-    class_names = load_class_names(data)
+    class_names = list(data.train.class_names)
     if dist.is_main:
         cfg.save(run / "config.json")
         write_skipped(run / "skipped.txt", data)
@@ -296,7 +296,7 @@ def train(cfg: TrainConfig, overrides: dict | None = None) -> dict:
             bar.close()
             dist.sync_buffers(model)
 
-            val_loss, val_acc = validate(model, ema, data.val, mean, std, device, cfg)
+            val_loss, val_acc = validate(model, ema, data.val, mean, std, device, cfg, len(class_names))
             seen = max(sums["seen"], 1)
             row = {"epoch": epoch + 1, "train_loss": sums["loss"] / seen, "train_accuracy": sums["correct"] / seen,
                    "val_loss": val_loss, "val_accuracy": val_acc,
@@ -369,12 +369,13 @@ def update_ema(ema: dict, model: torch.nn.Module, decay: float) -> None:
             ema[k].copy_(v)
 
 
-def validate(model, ema, val: ImageSet | None, mean, std, device, cfg) -> tuple[float | None, float | None]:
+def validate(model, ema, val: ImageSet | None, mean, std, device, cfg,
+             num_classes: int) -> tuple[float | None, float | None]:
     if val is None or len(val) == 0:
         return None, None
     eval_model = model
     if ema is not None:
-        eval_model = create_model(cfg.model, num_classes=model_classes(model), image_size=cfg.image_size,
+        eval_model = create_model(cfg.model, num_classes=num_classes, image_size=cfg.image_size,
                                   **cfg.model_options).to(device, memory_format=torch.channels_last)
         eval_model.load_state_dict(ema)
     logits = predict_logits(eval_model, val.images, mean, std, device, bf16=cfg.bf16)
@@ -383,18 +384,10 @@ def validate(model, ema, val: ImageSet | None, mean, std, device, cfg) -> tuple[
     return loss, float((logits.argmax(1) == y).float().mean())
 
 
-def model_classes(model: torch.nn.Module) -> int:
-    return [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1].out_features
-
-
-def load_class_names(data: Data) -> list[str]:
-    return list(data.train.class_names)
-
-
 def write_skipped(path: Path, data: Data) -> None:
-    skipped = list(data.train.skipped) + (list(data.val.skipped) if data.val is not None else [])
-    if data.val is not None and data.val.root == data.train.root:
-        skipped = list(data.train.skipped)  # one dataset split in two: its skipped list is shared
+    skipped = list(data.train.skipped)
+    if data.val is not None and data.val.root != data.train.root:  # a split of one folder shares its list
+        skipped += data.val.skipped
     path.write_text("".join(f"{p}\t{reason}\n" for p, reason in skipped))
     if skipped:
         print(f"skipped {len(skipped)} unusable image(s); listed in {path}")
