@@ -48,3 +48,10 @@ def test_lecture_init_and_options():
 def test_unknown_model():
     with pytest.raises(UserError, match="--model nope: unknown model; choose one of"):
         create_model("nope")
+
+
+@pytest.mark.parametrize("init", ["default", "normal"])
+def test_spatial_transformer_starts_as_the_identity(init):
+    model = create_model("signnet_stn", init=init)
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(model.stn(x), x, atol=1e-5)

@@ -101,3 +101,26 @@ def test_existing_run_needs_resume_or_overwrite(tmp_path, tiny, capsys):
     assert code == 2 and "already holds a run" in capsys.readouterr().err
     code, out = run(tmp_path, "a", *tiny, "--epochs", "1", "--overwrite")
     assert code == 0 and len(list(csv.DictReader(open(out / "metrics.csv")))) == 1
+
+
+def test_ema_decay_ramps_up_so_short_runs_forget_the_initial_weights():
+    import torch
+
+    from signlab.train import update_ema
+
+    model = torch.nn.Linear(2, 1)
+    torch.nn.init.ones_(model.weight)
+    ema = {k: torch.zeros_like(v) for k, v in model.state_dict().items()}
+    update_ema(ema, model, 0.999, step=0)  # decay (1 + 0) / (10 + 0) = 0.1
+    assert torch.allclose(ema["weight"], torch.full((1, 2), 0.9))
+    ema = {k: torch.zeros_like(v) for k, v in model.state_dict().items()}
+    update_ema(ema, model, 0.999, step=100_000)  # the ramp is above 0.999 by now
+    assert torch.allclose(ema["weight"], torch.full((1, 2), 0.001))
+
+
+def test_compile_trains_and_reports_its_first_step(tmp_path, tiny, capsys):
+    """torch.compile generates C++ on the CPU: about half a minute, hence one short run."""
+    code, out = run(tmp_path, "compiled", *tiny, "--epochs", "1", "--compile")
+    assert code == 0 and (out / "best.safetensors").is_file()
+    assert "compile: the first step took" in capsys.readouterr().out
+    assert json.loads((out / "config.json").read_text())["compile"] is True

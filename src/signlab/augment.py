@@ -28,6 +28,16 @@ def _uniform(n: int, spread: float, generator: torch.Generator, device) -> torch
     return (torch.rand(n, generator=generator) * 2 - 1).mul_(spread).to(device)
 
 
+def affine_warp(x: torch.Tensor, angle: torch.Tensor, zoom: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Rotate by angle (B,) radians, zoom (B,) (> 1 enlarges), shift (B, 2) in units of half the image side;
+    x (B, C, H, W) standardised, out-of-frame pixels become 0 (the mean)."""
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    # affine_grid maps output to input coordinates in [-1, 1]: a zoom > 1 samples a smaller input area.
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)  # (B, H, W, 2)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
 def augment_batch(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
     """Randomly warp and jitter standardised images x (B, C, H, W); out-of-frame pixels become 0 (the mean).
 
@@ -39,11 +49,7 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generato
     angle = _uniform(b, math.radians(cfg.rotate_degrees), generator, x.device)
     zoom = 1 + _uniform(b, cfg.scale, generator, x.device)
     shift = torch.stack([_uniform(b, 2 * cfg.translate, generator, x.device) for _ in range(2)], dim=1)  # (B, 2)
-    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-    # affine_grid maps output to input coordinates in [-1, 1]: a zoom > 1 samples a smaller input area.
-    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
-    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)  # (B, H, W, 2)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    x = affine_warp(x, angle, zoom, shift)
     gain = (1 + _uniform(b, cfg.contrast, generator, x.device)).view(b, 1, 1, 1).to(x.dtype)
     bias = _uniform(b, cfg.brightness, generator, x.device).view(b, 1, 1, 1).to(x.dtype)
     return x * gain + bias

@@ -27,6 +27,9 @@ TRAIN_FLAGS = [
     ("--ema", "ema", float, "EMA decay of the weights per step (0 = off)"),
     ("--image-size", "image_size", int, "input side in pixels"),
     ("--crop", "crop", str, "roi (crop the annotated sign) or full (whole frame)"),
+    ("--contrast", "contrast", str, "none or equalize (histogram equalisation of each image's luminance)"),
+    ("--flips", "flips", float, "probability of a class-aware flip, GTSRB classes only (0 = off)"),
+    ("--warmup", "warmup", float, "share of the steps spent warming up to the peak learning rate"),
     ("--out", "out", str, "run folder (default runs/latest)"),
     ("--seed", "seed", int, "random seed"),
     ("--device", "device", str, "auto, cpu or cuda"),
@@ -42,6 +45,8 @@ SWITCHES = [
     ("--no-bf16", "bf16", False, "train in fp32 (bf16 autocast is on where the hardware has it)"),
     ("--no-channels-last", "channels_last", False, "keep NCHW memory layout"),
     ("--no-progress", "progress", False, "no progress bar"),
+    ("--compile", "compile", True, "torch.compile the model (the first step compiles: ~45 s on a CPU)"),
+    ("--tta", "tta", True, "evaluate and predict apply test-time augmentation to this model by default"),
 ]
 MODEL_FLAGS = [("--hidden", "hidden", int, "mlp: hidden units"),
                ("--activation", "activation", str, "mlp: sigmoid, tanh or relu")]
@@ -64,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--report", metavar="DIR", help="write confusion matrix, per-class CSV and galleries here")
     e.add_argument("--device", default="auto")
+    e.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="test-time augmentation (default: as the model was trained to be used)")
 
     p = sub.add_parser("predict", help="classify image files")
     p.add_argument("target", metavar="RUN_DIR_OR_WEIGHTS")
@@ -71,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--json", action="store_true")
     p.add_argument("--device", default="auto")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="test-time augmentation (default: as the model was trained to be used)")
 
     i = sub.add_parser("info", help="describe a dataset folder")
     i.add_argument("dir", metavar="DIR")
@@ -124,7 +133,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from signlab.evaluate import evaluate, format_summary
 
-    summary = evaluate(args.target, args.data, args.report, args.device)
+    summary = evaluate(args.target, args.data, args.report, args.device, args.tta)
     print(json.dumps(summary) if args.json else format_summary(summary))
     return 0
 
@@ -135,7 +144,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         raise UserError(f"--top-k {args.top_k}: must be at least 1")
     device = pick_device(args.device)
-    results = predict_files(load_model(args.target, device), args.paths, device, args.top_k)
+    results = predict_files(load_model(args.target, device), args.paths, device, args.top_k, tta=args.tta)
     if args.json:
         print(json.dumps(results))
         return 0
@@ -179,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"signlab {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code
+    except BrokenPipeError:  # output piped into `head` that closed early: not an error of ours
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"signlab {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -11,11 +11,10 @@ from signlab.augment import AugmentConfig
 from signlab.errors import UserError
 
 PRESET_DIR = Path(__file__).parent / "presets"
-# Fields that may differ on --resume without changing what is being trained.
 # Fields that may differ on --resume without changing what is being trained. The device and thread count
 # are free too, though bit-identical weights are only promised on the same machine and thread count.
 RESUME_FREE_FIELDS = {"out", "resume", "overwrite", "device", "threads", "keep", "force_resume", "progress",
-                      "max_bad_fraction", "max_image_pixels"}
+                      "max_bad_fraction", "max_image_pixels", "tta"}
 
 
 @dataclass
@@ -26,6 +25,7 @@ class TrainConfig:
     val_fraction: float = 0.1  # share of tracks held out for validation
     image_size: int = 32  # pixels, square
     crop: str = "roi"  # roi: crop the annotated sign; full: the whole frame
+    contrast: str = "none"  # none or equalize: per-image histogram equalisation of the luminance
     max_bad_fraction: float = 0.01  # stop before training if more of the images are unusable
     max_image_pixels: int = 40_000_000  # larger images are refused as decompression bombs
     # model
@@ -44,10 +44,12 @@ class TrainConfig:
     loss: str = "cross_entropy"  # cross_entropy or squared (the lecture's squared error on sigmoid outputs)
     ema: float = 0.0  # decay of the weights' exponential moving average per step; 0 = off
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    tta: bool = False  # evaluate and predict average over test-time views (predict.TTA_VIEWS) by default
     flips: float = 0.0  # probability of a class-aware flip (GTSRB classes only); 0 = off
     # machine
     bf16: bool = True  # bf16 autocast where the hardware has it (CPU with AVX-512 bf16, CUDA)
     channels_last: bool = True
+    compile: bool = False  # torch.compile the model (pays on long runs: the first step compiles for ~45 s on CPU)
     device: str = "auto"  # auto, cpu or cuda
     threads: int = 0  # torch intra-op threads; 0 = all cores
     seed: int = 0

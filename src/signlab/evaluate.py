@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from signlab.contrast import normalize_contrast
 from signlab.data import ImageSet, load_images, split_indices
 from signlab.errors import UserError
 from signlab.predict import LoadedModel, load_model, pick_device, predict_logits
@@ -45,19 +46,23 @@ def align_labels(ds: ImageSet, model_names: list[str]) -> np.ndarray:
 
 
 def evaluate(target: str | Path, data: str | None = None, report_dir: str | Path | None = None,
-             device_name: str = "auto") -> dict:
-    """Evaluate the model at `target` (run folder or weights file); returns a JSON-able summary."""
+             device_name: str = "auto", tta: bool | None = None) -> dict:
+    """Evaluate the model at `target` (run folder or weights file); returns a JSON-able summary.
+    tta None: test-time augmentation as the run's config says; seconds include it and contrast normalisation."""
     device = pick_device(device_name)
     loaded = load_model(target, device)
     ds, source = evaluation_set(loaded, data)
     y_true = align_labels(ds, loaded.class_names)
+    tta = loaded.config.tta if tta is None else tta
     start = time.perf_counter()
-    logits = predict_logits(loaded.model, ds.images, loaded.mean, loaded.std, device, bf16=loaded.config.bf16)
+    inputs = normalize_contrast(ds.images, loaded.config.contrast)  # the report shows the images as stored
+    logits = predict_logits(loaded.model, inputs, loaded.mean, loaded.std, device, bf16=loaded.config.bf16,
+                            tta=tta)
     seconds = time.perf_counter() - start
     probs = torch.softmax(logits, dim=1).numpy()
     y_pred = probs.argmax(1)
     summary = summarize(y_true, y_pred, loaded.class_names)
-    summary.update(source=source, weights=str(loaded.path), skipped=len(ds.skipped),
+    summary.update(source=source, weights=str(loaded.path), skipped=len(ds.skipped), tta=tta,
                    seconds=seconds, images_per_second=len(ds) / max(seconds, 1e-9))
     run_dir = loaded.path.parent
     if ds.skipped:
@@ -76,8 +81,9 @@ def evaluate(target: str | Path, data: str | None = None, report_dir: str | Path
 
 
 def format_summary(summary: dict, worst: int = 5) -> str:
+    tta = " with test-time augmentation" if summary.get("tta") else ""
     lines = [f"accuracy {summary['accuracy']:.4f} ({summary['correct']}/{summary['n']}) on {summary['source']}",
-             f"  {summary['images_per_second']:.0f} images/s; weights {summary['weights']}"]
+             f"  {summary['images_per_second']:.0f} images/s{tta}; weights {summary['weights']}"]
     if summary.get("skipped"):
         lines.append(f"  skipped {summary['skipped']} unusable image(s)")
     per_class = [(v["accuracy"], k, v) for k, v in summary["per_class"].items() if v["accuracy"] is not None]

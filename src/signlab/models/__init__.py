@@ -42,6 +42,9 @@ def create_model(name: str, num_classes: int = 43, image_size: int = 32, init: s
                 nn.init.normal_(m.weight, 0.0, 0.1)  # the lecture's N(0, 0.1): 0.1 is the std
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
+        for m in model.modules():  # a spatial transformer must still start as the identity
+            if hasattr(m, "reset_to_identity"):
+                m.reset_to_identity()
     elif init != "default":
         raise UserError(f"--init {init}: unknown init; use default or normal")
     return model
@@ -79,4 +82,4 @@ def count_macs(model: nn.Module, image_size: int = 32, in_channels: int = 3) -> 
 
 
 # Import the families so that their @register_model decorators run.
-from signlab.models import lenet, mlp, signnet  # noqa: E402, F401
+from signlab.models import lenet, mlp, signnet, stn  # noqa: E402, F401
