@@ -57,3 +57,21 @@ def test_contrast_and_tta_travel_with_the_model(tmp_path, capsys):
         probabilities[flag] = [t["probability"] for t in top]
         assert len(top) == 3 and probabilities[flag] == sorted(probabilities[flag], reverse=True)
     assert probabilities["--tta"] != probabilities["--no-tta"]
+
+
+def test_weights_saved_before_contrast_existed_are_evaluated_on_raw_pixels(tmp_path):
+    """Today's default is equalisation; a weights file without the field was trained on raw pixels."""
+    from signlab.checkpoint import load_weights, save_weights
+    from signlab.config import TrainConfig
+    from signlab.predict import load_model
+
+    model = create_model("signnet", num_classes=43, widths=(8, 16), depth=1)
+    config = TrainConfig(model_options={"widths": [8, 16], "depth": 1}).to_dict()
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    info = {"config": config, "mean": [0.5] * 3, "std": [0.25] * 3, "class_names": [str(i) for i in range(43)]}
+    save_weights(tmp_path / "new.safetensors", tensors, info)
+    del config["contrast"]
+    save_weights(tmp_path / "old.safetensors", tensors, info)
+    assert load_weights(tmp_path / "old.safetensors")[1]["config"].get("contrast") is None
+    assert load_model(tmp_path / "new.safetensors", torch.device("cpu")).config.contrast == "equalize"
+    assert load_model(tmp_path / "old.safetensors", torch.device("cpu")).config.contrast == "none"

@@ -16,6 +16,9 @@ PRESET_DIR = Path(__file__).parent / "presets"
 RESUME_FREE_FIELDS = {"out", "resume", "overwrite", "device", "threads", "keep", "force_resume", "progress",
                       "max_bad_fraction", "max_image_pixels", "tta"}
 
+# Fields whose default changed, with the value that configs saved before they existed meant.
+LEGACY_DEFAULTS = {"contrast": "none"}
+
 
 @dataclass
 class TrainConfig:
@@ -25,7 +28,7 @@ class TrainConfig:
     val_fraction: float = 0.1  # share of tracks held out for validation
     image_size: int = 32  # pixels, square
     crop: str = "roi"  # roi: crop the annotated sign; full: the whole frame
-    contrast: str = "none"  # none or equalize: per-image histogram equalisation of the luminance
+    contrast: str = "equalize"  # none or equalize: per-image histogram equalisation of the luminance
     max_bad_fraction: float = 0.01  # stop before training if more of the images are unusable
     max_image_pixels: int = 40_000_000  # larger images are refused as decompression bombs
     # model
@@ -75,6 +78,12 @@ class TrainConfig:
         if isinstance(d.get("augment"), dict):
             d["augment"] = AugmentConfig(**d["augment"])
         return cls(**d)
+
+    @staticmethod
+    def with_legacy_defaults(saved: dict) -> dict:
+        """A saved config (config.json, a weights file) from before a field existed meant that field's old
+        behaviour, not today's default: weights trained on raw pixels must be evaluated on raw pixels."""
+        return {**LEGACY_DEFAULTS, **saved}
 
     def save(self, path: Path) -> None:
         """Atomically: a kill mid-write must not leave a half file that breaks --resume."""

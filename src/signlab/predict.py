@@ -99,7 +99,7 @@ class LoadedModel:
 def load_model(target: str | Path, device: torch.device, use_ema: bool = True) -> LoadedModel:
     """Rebuild the trained model from a run folder or weights file, with its standardisation statistics."""
     tensors, info, path = load_weights(target)
-    cfg = TrainConfig.from_dict(info["config"])
+    cfg = TrainConfig.from_dict(TrainConfig.with_legacy_defaults(info["config"]))
     model = create_model(cfg.model, num_classes=len(info["class_names"]), image_size=cfg.image_size,
                          **cfg.model_options)
     prefix = "ema." if use_ema and any(k.startswith("ema.") for k in tensors) else "model."

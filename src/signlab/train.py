@@ -146,7 +146,7 @@ def resolve_config(cfg: TrainConfig, overrides: dict, log=print) -> TrainConfig:
     saved_path = Path(cfg.out) / "config.json"
     if not (cfg.resume and saved_path.is_file()):
         return cfg
-    saved = json.loads(saved_path.read_text())
+    saved = TrainConfig.with_legacy_defaults(json.loads(saved_path.read_text()))
     merged = {**saved, **overrides, "resume": True}
     diffs = config_differences(saved, merged)
     if diffs and not cfg.force_resume:
