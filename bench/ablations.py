@@ -13,10 +13,9 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
+from runs import train_run
 from signlab.evaluate import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,12 +52,7 @@ def main() -> None:
     rows = []
     for name in args.only or VARIANTS:
         run = args.out / slug(name)
-        cmd = [sys.executable, "-m", "signlab", "train", *BASE, *VARIANTS[name], "--data", args.data,
-               "--out", str(run), "--no-progress", "--overwrite"]
-        print("$", " ".join(cmd[1:]), flush=True)
-        if not (args.reuse and (run / "done.txt").exists()):
-            subprocess.run(cmd, check=True)
-            (run / "done.txt").write_text(" ".join(cmd[1:]) + "\n")
+        train_run(run, [*BASE, *VARIANTS[name], "--data", args.data], args.reuse)
         metrics = list(csv.DictReader(open(run / "metrics.csv")))
         tta = evaluate(run / "last.safetensors", tta=True, device_name="cpu")
         rows.append({"variant": name, "flags": " ".join(VARIANTS[name]),

@@ -10,10 +10,9 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
+from runs import train_run
 from signlab.models import count_macs, count_parameters, create_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,12 +28,7 @@ def main() -> None:
     rows = []
     for name in args.models:
         run = args.out / name
-        cmd = [sys.executable, "-m", "signlab", "train", "--model", name, "--data", args.data, "--out", str(run),
-               "--no-progress", "--overwrite"]
-        print("$", " ".join(cmd[1:]), flush=True)
-        if not (args.reuse and (run / "done.txt").exists()):
-            subprocess.run(cmd, check=True)
-            (run / "done.txt").write_text(" ".join(cmd[1:]) + "\n")
+        train_run(run, ["--model", name, "--data", args.data], args.reuse)
         metrics = list(csv.DictReader(open(run / "metrics.csv")))
         best = max(metrics, key=lambda r: float(r["val_accuracy"]))
         model = create_model(name)

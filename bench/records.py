@@ -29,11 +29,10 @@ import numpy as np
 import torch
 
 from signlab.config import TrainConfig, load_preset
-from signlab.contrast import normalize_contrast
 from signlab.data import load_images, split_indices
 from signlab.evaluate import evaluate
 from signlab.models import count_macs, create_model
-from signlab.predict import load_model, predict_logits
+from signlab.predict import load_model, predict_images
 
 ROOT = Path(__file__).resolve().parents[1]
 KERAS_VENV = ROOT / "bench" / ".venv-keras"
@@ -80,8 +79,7 @@ def inference_speed(weights: Path, images: np.ndarray, tta: bool) -> dict:
     cpu = torch.device("cpu")
 
     def predict(batch: np.ndarray, batch_size: int) -> torch.Tensor:
-        batch = normalize_contrast(batch, loaded.config.contrast)
-        return predict_logits(loaded.model, batch, loaded.mean, loaded.std, cpu, batch_size, loaded.config.bf16, tta)
+        return predict_images(loaded, batch, cpu, batch_size, tta)
 
     predict(images[:64], 64)  # warm-up
     latencies = []

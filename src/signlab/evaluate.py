@@ -8,10 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from signlab.contrast import normalize_contrast
 from signlab.data import ImageSet, load_images, split_indices
 from signlab.errors import UserError
-from signlab.predict import LoadedModel, load_model, pick_device, predict_logits
+from signlab.predict import LoadedModel, load_model, pick_device, predict_images
 from signlab.report import summarize, write_report
 
 
@@ -55,9 +54,7 @@ def evaluate(target: str | Path, data: str | None = None, report_dir: str | Path
     y_true = align_labels(ds, loaded.class_names)
     tta = loaded.config.tta if tta is None else tta
     start = time.perf_counter()
-    inputs = normalize_contrast(ds.images, loaded.config.contrast)  # the report shows the images as stored
-    logits = predict_logits(loaded.model, inputs, loaded.mean, loaded.std, device, bf16=loaded.config.bf16,
-                            tta=tta)
+    logits = predict_images(loaded, ds.images, device, tta=tta)
     seconds = time.perf_counter() - start
     probs = torch.softmax(logits, dim=1).numpy()
     y_pred = probs.argmax(1)

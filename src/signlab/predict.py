@@ -113,6 +113,15 @@ def load_model(target: str | Path, device: torch.device, use_ema: bool = True) -
                        list(info["class_names"]), path, info)
 
 
+def predict_images(loaded: LoadedModel, images: np.ndarray, device: torch.device, batch_size: int = 512,
+                   tta: bool | None = None) -> torch.Tensor:
+    """Logits (N, classes) for raw uint8 images (N, H, W, 3), preprocessed as the model was trained
+    (contrast normalisation) and, with tta None, test-time augmented as its config says."""
+    inputs = normalize_contrast(images, loaded.config.contrast)
+    return predict_logits(loaded.model, inputs, loaded.mean, loaded.std, device, batch_size, loaded.config.bf16,
+                          loaded.config.tta if tta is None else tta)
+
+
 def expand_paths(paths: list[str]) -> list[Path]:
     """Files as given, folders expanded to the images inside them (recursively, sorted)."""
     files: list[Path] = []
@@ -138,9 +147,7 @@ def predict_files(loaded: LoadedModel, paths: list[str], device: torch.device, t
     good = [i for i, (a, _) in enumerate(decoded) if a is not None]
     results: list[dict] = [{"path": str(f), "error": reason} for f, (_, reason) in zip(files, decoded, strict=True)]
     if good:
-        images = normalize_contrast(np.stack([decoded[i][0] for i in good]), loaded.config.contrast)
-        logits = predict_logits(loaded.model, images, loaded.mean, loaded.std, device, batch_size,
-                                loaded.config.bf16, loaded.config.tta if tta is None else tta)
+        logits = predict_images(loaded, np.stack([decoded[i][0] for i in good]), device, batch_size, tta)
         probs = torch.softmax(logits, dim=1)
         k = max(1, min(top_k, probs.shape[1]))
         top_p, top_i = probs.topk(k, dim=1)
