@@ -87,3 +87,20 @@ def test_model_train_defaults_apply_unless_the_user_sets_them():
     assert train_overrides(parse(["train", "--model", "mlp"]))["lr"] == 0.02  # the MLP diverges at 0.1
     assert train_overrides(parse(["train", "--model", "mlp", "--lr", "0.5"]))["lr"] == 0.5
     assert "lr" not in train_overrides(parse(["train"]))
+
+
+def test_augmentation_flags_change_one_field_of_the_presets_augmentation(tmp_path):
+    from signlab.cli import build_parser, train_overrides
+
+    preset = tmp_path / "p.json"
+    preset.write_text(json.dumps({"augment": {"rotate_degrees": 5.0}}))
+    args = build_parser().parse_args(["train", "--preset", str(preset), "--erase", "0.5", "--saturation", "0.3"])
+    assert train_overrides(args)["augment"] == {"rotate_degrees": 5.0, "erase": 0.5, "saturation": 0.3}
+
+
+def test_unknown_augment_field_is_one_line(tmp_path, capsys):
+    preset = tmp_path / "p.json"
+    preset.write_text(json.dumps({"augment": {"cutout": 0.5}}))
+    assert main(["train", "--preset", str(preset), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "unknown augment field(s) cutout" in err

@@ -177,3 +177,18 @@ def test_report_does_not_import_torch() -> None:
     # A fresh interpreter: this test session may already have torch loaded by other tests.
     code = "import sys, signlab.report; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_track_errors_name_the_physical_signs_that_hold_the_errors():
+    from signlab.report import track_errors
+
+    paths = [f"Images/{c:05d}/{t:05d}_{f:05d}.ppm" for c, t in ((38, 51), (16, 6), (1, 2)) for f in range(3)]
+    tracks = np.repeat([38_000_051, 16_000_006, 1_000_002], 3)
+    y_true = np.repeat([38, 16, 1], 3)
+    y_pred = y_true.copy()
+    y_pred[[0, 1, 2, 4]] = 39  # all of 38/51, one of 16/6
+    summary = track_errors(y_true, y_pred, tracks, paths)
+    assert summary["n"] == 3 and summary["with_errors"] == 2
+    assert summary["worst"] == [{"track": "00038/00051", "class": 38, "errors": 3, "n": 3},
+                                {"track": "00016/00006", "class": 16, "errors": 1, "n": 3}]
+    assert track_errors(y_true, y_pred, np.full(9, -1), paths) is None  # test images carry no tracks

@@ -79,6 +79,9 @@ def test_resume_with_changed_config_is_refused(tmp_path, tiny, capsys):
     code, _ = run(tmp_path, "a", *tiny, "--resume", "--batch-size", "4")
     err = capsys.readouterr().err
     assert code == 2 and "batch_size: 8 -> 4" in err and "--force-resume" in err
+    code, _ = run(tmp_path, "a", *tiny, "--resume", "--erase", "0.5")
+    err = capsys.readouterr().err
+    assert code == 2 and "augment: {" in err and "'erase': 0.5}" in err and "'rotate_degrees': 10.0" in err
 
 
 def test_one_cycle_schedule_shape():
@@ -89,7 +92,8 @@ def test_one_cycle_schedule_shape():
 
 
 @pytest.mark.parametrize("extra", [["--loss", "squared", "--init", "normal", "--model", "mlp", "--hidden", "16"],
-                                   ["--optimizer", "adamw", "--lr", "0.003", "--ema", "0.9"]])
+                                   ["--optimizer", "adamw", "--lr", "0.003", "--ema", "0.9"],
+                                   ["--erase", "0.5", "--saturation", "0.5", "--flips", "0.5"]])
 def test_lecture_and_modern_options_train(tmp_path, tiny, extra):
     code, out = run(tmp_path, "opt", *tiny, "--epochs", "1", *extra)
     assert code == 0 and (out / "best.safetensors").is_file()

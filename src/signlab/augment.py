@@ -1,4 +1,5 @@
-"""Batched augmentation on tensors: one affine warp and one colour jitter for the whole batch, no Python loop.
+"""Batched augmentation on tensors: one affine warp, one colour jitter and one random erasing for the whole
+batch, no Python loop.
 
 Never flips: a mirrored "turn left" is "turn right". Class-aware flips live in `flip_map`.
 """
@@ -19,9 +20,12 @@ class AugmentConfig:
     translate: float = 0.1  # ± fraction of the image side
     brightness: float = 0.2  # additive, in standard deviations of the standardised input
     contrast: float = 0.2  # multiplicative, 1 ± contrast
+    saturation: float = 0.0  # colour kept, 1 ± saturation around the image's grey (0 = grey, 1 = unchanged)
+    erase: float = 0.0  # probability of replacing one random rectangle (2-20 % of the image) by noise
 
     def is_identity(self) -> bool:
-        return not any((self.rotate_degrees, self.scale, self.translate, self.brightness, self.contrast))
+        return not any((self.rotate_degrees, self.scale, self.translate, self.brightness, self.contrast,
+                        self.saturation, self.erase))
 
 
 def _uniform(n: int, spread: float, generator: torch.Generator, device) -> torch.Tensor:
@@ -52,7 +56,43 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generato
     x = affine_warp(x, angle, zoom, shift)
     gain = (1 + _uniform(b, cfg.contrast, generator, x.device)).view(b, 1, 1, 1).to(x.dtype)
     bias = _uniform(b, cfg.brightness, generator, x.device).view(b, 1, 1, 1).to(x.dtype)
-    return x * gain + bias
+    x = x * gain + bias
+    # Saturation and erasing draw their random numbers only when on, so runs without them keep the exact
+    # random stream (and results) of runs saved before they existed.
+    if cfg.saturation:
+        x = jitter_saturation(x, 1 + _uniform(b, cfg.saturation, generator, x.device))
+    if cfg.erase:
+        x = random_erase(x, cfg.erase, generator)
+    return x
+
+
+def jitter_saturation(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Blend each image x (B, C, H, W) with its grey (the channel mean) by keep (B,): 0 gives grey, 1 the image.
+
+    The blend is in standardised units, where a channel mean is a grey that weighs channels by their spread;
+    it teaches the shape of a sign whose colours have faded (a bleached red ring) without decoding again."""
+    grey = x.mean(dim=1, keepdim=True)  # (B, 1, H, W)
+    return grey + (x - grey) * keep.view(-1, 1, 1, 1).to(x.dtype)
+
+
+def random_erase(x: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
+    """With probability p per image, fill one rectangle of 2-20 % of the area (aspect 1:3 to 3:1) with
+    standard normal noise: stickers and occlusions cover parts of real signs (Zhong et al. 2017)."""
+    b, c, h, w = x.shape
+    take = torch.rand(b, generator=generator) < p
+    area = (0.02 + 0.18 * torch.rand(b, generator=generator)) * h * w
+    aspect = torch.exp((torch.rand(b, generator=generator) * 2 - 1) * math.log(3))
+    box_h = (area * aspect).sqrt().clamp(1, h)
+    box_w = (area / aspect).sqrt().clamp(1, w)
+    top = torch.rand(b, generator=generator) * (h - box_h)
+    left = torch.rand(b, generator=generator) * (w - box_w)
+    noise = torch.empty_like(x, device="cpu").normal_(generator=generator)  # keeps x's memory layout
+    rows = torch.arange(h).view(1, h, 1)
+    cols = torch.arange(w).view(1, 1, w)
+    inside = ((rows >= top.view(b, 1, 1)) & (rows < (top + box_h).view(b, 1, 1))
+              & (cols >= left.view(b, 1, 1)) & (cols < (left + box_w).view(b, 1, 1)) & take.view(b, 1, 1))
+    mask = inside.unsqueeze(1).to(x.device)  # (B, 1, H, W)
+    return torch.where(mask, noise.to(x.device), x)
 
 
 # GTSRB classes whose mirror image is a sign of a known class (checked against the class-mean images with

@@ -48,6 +48,8 @@ SWITCHES = [
     ("--compile", "compile", True, "torch.compile the model (the first step compiles: ~45 s on a CPU)"),
     ("--tta", "tta", True, "evaluate and predict apply test-time augmentation to this model by default"),
 ]
+AUGMENT_FLAGS = [("--erase", "erase", float, "probability of erasing a random rectangle per image (0 = off)"),
+                 ("--saturation", "saturation", float, "saturation jitter: colour kept is 1 ± this (0 = off)")]
 MODEL_FLAGS = [("--hidden", "hidden", int, "mlp: hidden units"),
                ("--activation", "activation", str, "mlp: sigmoid, tanh or relu")]
 
@@ -58,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model")
     t.add_argument("--preset", help="named config (fast, best, sample) or a .json file; flags override it")
-    for flag, dest, typ, text in TRAIN_FLAGS + MODEL_FLAGS:
+    for flag, dest, typ, text in TRAIN_FLAGS + AUGMENT_FLAGS + MODEL_FLAGS:
         t.add_argument(flag, dest=dest, type=typ, default=None, help=text)
     for flag, dest, value, text in SWITCHES:
         t.add_argument(flag, dest=dest, action="store_const", const=value, default=None, help=text)
@@ -104,6 +106,9 @@ def train_overrides(args: argparse.Namespace) -> dict:
         value = getattr(args, dest)
         if value is not None:
             overrides[dest] = value
+    augment = {dest: getattr(args, dest) for _, dest, *_ in AUGMENT_FLAGS if getattr(args, dest) is not None}
+    if augment:
+        overrides["augment"] = {**overrides.get("augment", {}), **augment}
     options = {dest: getattr(args, dest) for _, dest, *_ in MODEL_FLAGS if getattr(args, dest) is not None}
     if options:
         overrides["model_options"] = {**overrides.get("model_options", {}), **options}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -76,6 +77,11 @@ class TrainConfig:
             raise UserError(f"config: unknown field(s) {', '.join(unknown)}; remove them")
         d = dict(d)
         if isinstance(d.get("augment"), dict):
+            known_aug = {f.name for f in fields(AugmentConfig)}
+            unknown_aug = sorted(set(d["augment"]) - known_aug)
+            if unknown_aug:
+                raise UserError(f"config: unknown augment field(s) {', '.join(unknown_aug)}; "
+                                f"use {', '.join(sorted(known_aug))}")
             d["augment"] = AugmentConfig(**d["augment"])
         return cls(**d)
 
@@ -110,3 +116,21 @@ def config_differences(saved: dict, current: dict) -> list[str]:
     """Fields, other than those free to change on resume, whose values differ: 'name: saved -> current'."""
     keys = (set(saved) | set(current)) - RESUME_FREE_FIELDS
     return [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in sorted(keys) if saved.get(k) != current.get(k)]
+
+
+def resolve_config(cfg: TrainConfig, overrides: dict, log: Callable[[str], object] = print) -> TrainConfig:
+    """On --resume the saved config is the base; explicitly given flags that change it need --force-resume."""
+    saved_path = Path(cfg.out) / "config.json"
+    if not (cfg.resume and saved_path.is_file()):
+        return cfg
+    saved = TrainConfig.with_legacy_defaults(json.loads(saved_path.read_text()))
+    merged = {**saved, **overrides, "resume": True}
+    if "augment" in overrides:  # an augmentation flag changes one field, not the whole saved augmentation
+        merged["augment"] = {**saved.get("augment", {}), **overrides["augment"]}
+    diffs = config_differences(saved, merged)
+    if diffs and not cfg.force_resume:
+        raise UserError(f"--resume: the config differs from {saved_path} in {'; '.join(diffs)}; "
+                        f"drop those flags or pass --force-resume to override")
+    for d in diffs:
+        log(f"resume: overriding {d}")
+    return TrainConfig.from_dict(merged)

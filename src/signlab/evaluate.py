@@ -11,7 +11,7 @@ import torch
 from signlab.data import ImageSet, load_images, split_indices
 from signlab.errors import UserError
 from signlab.predict import LoadedModel, load_model, pick_device, predict_images
-from signlab.report import summarize, write_report
+from signlab.report import summarize, track_errors, write_report
 
 
 def evaluation_set(loaded: LoadedModel, data: str | None) -> tuple[ImageSet, str]:
@@ -60,7 +60,8 @@ def evaluate(target: str | Path, data: str | None = None, report_dir: str | Path
     y_pred = probs.argmax(1)
     summary = summarize(y_true, y_pred, loaded.class_names)
     summary.update(source=source, weights=str(loaded.path), skipped=len(ds.skipped), tta=tta,
-                   seconds=seconds, images_per_second=len(ds) / max(seconds, 1e-9))
+                   seconds=seconds, images_per_second=len(ds) / max(seconds, 1e-9),
+                   tracks=track_errors(y_true, y_pred, ds.tracks, ds.paths))
     run_dir = loaded.path.parent
     if ds.skipped:
         listing = "".join(f"{p}\t{r}\n" for p, r in ds.skipped)
@@ -93,6 +94,11 @@ def format_summary(summary: dict, worst: int = 5) -> str:
         for p in summary["most_confused"]:
             lines.append(f"    {p['true']:>2} {p['true_name']} -> {p['predicted']:>2} {p['predicted_name']}: "
                          f"{p['count']}")
+    tracks = summary.get("tracks")
+    if tracks and tracks["with_errors"]:
+        worst = ", ".join(f"{t['track']} ({t['errors']}/{t['n']})" for t in tracks["worst"])
+        lines.append(f"  errors lie in {tracks['with_errors']} of {tracks['n']} physical signs (tracks); "
+                     f"most in {worst}")
     if summary.get("report"):
         lines.append(f"  report written to {Path(summary['report'][0]).parent}")
     return "\n".join(lines)

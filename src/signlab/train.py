@@ -29,7 +29,7 @@ from signlab import checkpoint as ckpt
 from signlab import metrics
 from signlab.augment import augment_batch, flip_batch, gtsrb_flip_tables
 from signlab.classes import GTSRB_CLASS_NAMES
-from signlab.config import TrainConfig, config_differences
+from signlab.config import TrainConfig, resolve_config
 from signlab.contrast import normalize_contrast
 from signlab.data import SAMPLE_HELDOUT, ImageSet, channel_stats, load_images, split_indices
 from signlab.distributed import Distributed
@@ -139,22 +139,6 @@ class StopRequest:
 def weights_info(cfg: TrainConfig, data: Data, class_names: list[str], epoch: int, val_acc: float | None) -> dict:
     return {"config": cfg.to_dict(), "mean": data.mean.tolist(), "std": data.std.tolist(),
             "class_names": class_names, "epoch": epoch, "val_accuracy": val_acc}
-
-
-def resolve_config(cfg: TrainConfig, overrides: dict, log=print) -> TrainConfig:
-    """On --resume the saved config is the base; explicitly given flags that change it need --force-resume."""
-    saved_path = Path(cfg.out) / "config.json"
-    if not (cfg.resume and saved_path.is_file()):
-        return cfg
-    saved = TrainConfig.with_legacy_defaults(json.loads(saved_path.read_text()))
-    merged = {**saved, **overrides, "resume": True}
-    diffs = config_differences(saved, merged)
-    if diffs and not cfg.force_resume:
-        raise UserError(f"--resume: the config differs from {saved_path} in {'; '.join(diffs)}; "
-                        f"drop those flags or pass --force-resume to override")
-    for d in diffs:
-        log(f"resume: overriding {d}")
-    return TrainConfig.from_dict(merged)
 
 
 def train(cfg: TrainConfig, overrides: dict | None = None) -> dict:

@@ -1,0 +1,69 @@
+"""Augmentation: determinism, the identity, saturation and erasing, class-aware flips."""
+
+import torch
+
+from signlab.augment import AugmentConfig, augment_batch, flip_batch, gtsrb_flip_tables, jitter_saturation, random_erase
+
+NO_GEOMETRY = dict(rotate_degrees=0.0, scale=0.0, translate=0.0, brightness=0.0, contrast=0.0)
+
+
+def batch(b: int = 8, size: int = 16) -> torch.Tensor:
+    return torch.randn(b, 3, size, size, generator=torch.Generator().manual_seed(1))  # (B, C, H, W)
+
+
+def test_all_zero_config_is_the_identity():
+    x = batch()
+    assert AugmentConfig(**NO_GEOMETRY).is_identity()
+    assert augment_batch(x, AugmentConfig(**NO_GEOMETRY), torch.Generator()) is x
+
+
+def test_same_seed_same_augmentation_other_seed_other():
+    x, cfg = batch(), AugmentConfig(saturation=0.5, erase=0.5)
+    a = augment_batch(x, cfg, torch.Generator().manual_seed(3))
+    b = augment_batch(x, cfg, torch.Generator().manual_seed(3))
+    c = augment_batch(x, cfg, torch.Generator().manual_seed(4))
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+
+
+def test_saturation_zero_is_grey_one_is_unchanged():
+    x = batch()
+    grey = jitter_saturation(x, torch.zeros(len(x)))
+    assert torch.allclose(grey, grey[:, :1].expand_as(grey))  # all channels equal
+    assert torch.allclose(grey[:, 0], x.mean(1))
+    assert torch.allclose(jitter_saturation(x, torch.ones(len(x))), x, atol=1e-6)
+
+
+def test_erase_fills_one_rectangle_per_image_in_all_channels():
+    x = torch.full((16, 3, 32, 32), 100.0)  # far from any standard-normal noise value
+    out = random_erase(x, 1.0, torch.Generator().manual_seed(0))
+    changed = (out != x).all(1)  # (B, H, W): erased in every channel
+    assert torch.equal(changed, (out != x).any(1))
+    for mask in changed:
+        rows, cols = mask.any(1).nonzero(), mask.any(0).nonzero()
+        box = mask[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+        assert box.all(), "the erased pixels form one filled rectangle"
+        assert 0.01 <= mask.float().mean() <= 0.3
+    assert torch.equal(random_erase(x, 0.0, torch.Generator()), x)
+
+
+def test_erasing_leaves_the_warp_of_earlier_runs_unchanged():
+    """Runs saved before erasing existed draw the same warp and jitter: the new draws come after."""
+    x = batch()
+    plain = augment_batch(x, AugmentConfig(), torch.Generator().manual_seed(5))
+    erased = augment_batch(x, AugmentConfig(erase=1.0), torch.Generator().manual_seed(5))
+    kept = (erased == plain).all(1)
+    assert 0.7 < kept.float().mean() < 1.0
+
+
+def test_flips_follow_the_class_tables():
+    tables = gtsrb_flip_tables()
+    assert tables[0, 38] == 39 and tables[0, 39] == 38  # keep right <-> keep left
+    assert (tables[:, 14] == -1).all()  # a flipped "STOP" is no sign
+    x = batch(64)
+    y = torch.tensor([38, 14] * 32)
+    out, labels = flip_batch(x, y, tables, torch.Generator().manual_seed(0), p=1.0)
+    assert torch.equal(out[y == 14], x[y == 14]) and torch.equal(labels[y == 14], y[y == 14])
+    changed = labels != y
+    assert changed.any() and bool((labels[changed] == 39).all())
+    assert torch.equal(out[changed], x[changed].flip(3))  # 38's only flip is left-right
