@@ -1,7 +1,7 @@
 """Batched augmentation on tensors: one affine warp, one colour jitter and one random erasing for the whole
 batch, no Python loop.
 
-Never flips: a mirrored "turn left" is "turn right". Class-aware flips live in `flip_map`.
+The warp never flips: a mirrored "turn left" is "turn right". Class-aware flips: `flip_batch`.
 """
 
 from __future__ import annotations
