@@ -106,12 +106,10 @@ def train_overrides(args: argparse.Namespace) -> dict:
         value = getattr(args, dest)
         if value is not None:
             overrides[dest] = value
-    augment = {dest: getattr(args, dest) for _, dest, *_ in AUGMENT_FLAGS if getattr(args, dest) is not None}
-    if augment:
-        overrides["augment"] = {**overrides.get("augment", {}), **augment}
-    options = {dest: getattr(args, dest) for _, dest, *_ in MODEL_FLAGS if getattr(args, dest) is not None}
-    if options:
-        overrides["model_options"] = {**overrides.get("model_options", {}), **options}
+    for key, flags in (("augment", AUGMENT_FLAGS), ("model_options", MODEL_FLAGS)):  # nested: merge, not replace
+        given = {dest: getattr(args, dest) for _, dest, *_ in flags if getattr(args, dest) is not None}
+        if given:
+            overrides[key] = {**overrides.get(key, {}), **given}
     if args.preset:
         overrides["preset"] = args.preset
     if not args.resume:  # on resume the saved config already holds them

@@ -124,9 +124,10 @@ def resolve_config(cfg: TrainConfig, overrides: dict, log: Callable[[str], objec
     if not (cfg.resume and saved_path.is_file()):
         return cfg
     saved = TrainConfig.with_legacy_defaults(json.loads(saved_path.read_text()))
-    merged = {**saved, **overrides, "resume": True}
-    if "augment" in overrides:  # an augmentation flag changes one field, not the whole saved augmentation
-        merged["augment"] = {**saved.get("augment", {}), **overrides["augment"]}
+    # A flag inside a nested config (augment, model_options) changes that field, not the whole saved dict.
+    merged = {k: {**saved[k], **v} if isinstance(v, dict) and isinstance(saved.get(k), dict) else v
+              for k, v in overrides.items()}
+    merged = {**saved, **merged, "resume": True}
     diffs = config_differences(saved, merged)
     if diffs and not cfg.force_resume:
         raise UserError(f"--resume: the config differs from {saved_path} in {'; '.join(diffs)}; "
