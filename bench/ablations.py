@@ -8,7 +8,8 @@ only pay in longer training, judged on 30 % of the tracks (about 390 physical si
 odd sign moves accuracy by 0.25 % instead of 0.8 %). Prints a markdown table: validation accuracy after
 each epoch, the last epoch's weights with test-time augmentation (`signlab evaluate --tta`), how many
 physical signs hold the errors, training seconds and images/s.
-One seed per row: read differences below ~0.3 % as noise.
+One seed per row: read differences below ~0.3 % as noise. `--only NAME` reruns those rows and keeps the
+other rows of the group's earlier ablations.json in the table.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ VARIANTS = {  # name: flags after the group's base
     "warm-up 5 % (not 20 %)": ["--warmup", "0.05"],
     "3 epochs (not 2)": ["--epochs", "3"],
     "4x the MACs (signnet_wide)": ["--model", "signnet_wide"],
+    "one conv at 32x32 (7.5M MACs)": ["--depth", "1,2,2"],
+    "4 stages, one conv at 32x32 (8.7M MACs)": ["--widths", "16,32,64,128", "--depth", "1,2,2,1"],
 }
 LONG_BASE = ["--preset", "fast", "--epochs", "8", "--val-fraction", "0.3"]
 LONG_VARIANTS = {
@@ -47,6 +50,9 @@ LONG_VARIANTS = {
     "full frame (no ROI crop)": ["--crop", "full"],
     "40x40 inputs": ["--image-size", "40"],
     "4x the MACs (signnet_wide)": ["--model", "signnet_wide"],
+    "spatial transformer": ["--model", "signnet_stn"],
+    "16 epochs": ["--epochs", "16"],
+    "the best preset": ["--preset", "best", "--epochs", "16"],  # the later --preset wins; --epochs undoes 8
 }
 GROUPS = {"fast": (BASE, VARIANTS), "long": (LONG_BASE, LONG_VARIANTS)}
 
@@ -65,7 +71,10 @@ def main() -> None:
     args = parser.parse_args()
     base, variants = GROUPS[args.group]
     out = args.out or ROOT / "bench" / "results" / ("ablations" if args.group == "fast" else "ablations-long")
-    rows = []
+    results = out / "ablations.json"
+    # --only reruns some rows; the other rows of an earlier run stay in the table.
+    earlier = {r["variant"]: r for r in json.loads(results.read_text())} if results.exists() else {}
+    rows = {}
     for name in args.only or variants:
         if name not in variants:
             parser.error(f"--only {name!r} is not in group {args.group}")
@@ -73,12 +82,13 @@ def main() -> None:
         train_run(run, [*base, *variants[name], "--data", args.data], args.reuse)
         metrics = list(csv.DictReader(open(run / "metrics.csv")))
         tta = evaluate(run / "last.safetensors", tta=True, device_name="cpu")
-        rows.append({"variant": name, "flags": " ".join(variants[name]),
-                     "val_accuracy": [float(r["val_accuracy"]) for r in metrics],
-                     "tta_accuracy": tta["accuracy"], "tracks": tta["tracks"],
-                     "train_seconds": float(metrics[-1]["train_seconds"]),
-                     "images_per_second": sorted(float(r["images_per_second"]) for r in metrics)[len(metrics) // 2]})
-    (out / "ablations.json").write_text(json.dumps(rows, indent=1))
+        rows[name] = {"variant": name, "flags": " ".join(variants[name]),
+                      "val_accuracy": [float(r["val_accuracy"]) for r in metrics],
+                      "tta_accuracy": tta["accuracy"], "tracks": tta["tracks"],
+                      "train_seconds": float(metrics[-1]["train_seconds"]),
+                      "images_per_second": sorted(float(r["images_per_second"]) for r in metrics)[len(metrics) // 2]}
+    rows = [rows.get(name) or earlier[name] for name in variants if name in rows or name in earlier]
+    results.write_text(json.dumps(rows, indent=1))
     print("\n| variant | flags | val accuracy per epoch | last epoch + TTA | signs with errors | train s | img/s |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:

@@ -43,7 +43,7 @@ def bad_csv(tmp_path):
     return root
 
 
-@pytest.mark.parametrize("case", ["missing", "empty", "csv", "model", "weights", "pickle", "preset"])
+@pytest.mark.parametrize("case", ["missing", "empty", "csv", "model", "depth", "weights", "pickle", "preset"])
 def test_bad_input_is_one_line_exit_2(tmp_path, capsys, case):
     (tmp_path / "empty").mkdir()
     (tmp_path / "m.pt").write_bytes(b"\x80\x04K\x01.")
@@ -52,6 +52,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys, case):
         "empty": ["train", "--data", tmp_path / "empty"],
         "csv": ["train", "--data", bad_csv(tmp_path)],
         "model": ["train", "--model", "nope"],
+        "depth": ["train", "--depth", "1,2"],
         "weights": ["evaluate", tmp_path / "empty"],
         "pickle": ["predict", tmp_path / "m.pt", tmp_path / "m.pt"],
         "preset": ["train", "--preset", "nope"],
@@ -61,7 +62,8 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys, case):
     assert code == 2
     assert len(err.splitlines()) == 1 and "Traceback" not in err and err.startswith("signlab")
     expected = {"missing": "no such folder", "empty": "no images found", "csv": "missing column(s) ClassId",
-                "model": "unknown model", "weights": "no best.safetensors", "pickle": "pickle",
+                "model": "unknown model", "depth": "--model signnet: bad model option",
+                "weights": "no best.safetensors", "pickle": "pickle",
                 "preset": "no such preset"}[case]
     assert expected in err
 
@@ -104,3 +106,13 @@ def test_unknown_augment_field_is_one_line(tmp_path, capsys):
     assert main(["train", "--preset", str(preset), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "unknown augment field(s) cutout" in err
+
+
+def test_list_flags_set_model_options(capsys):
+    from signlab.cli import build_parser, train_overrides
+
+    args = build_parser().parse_args(["train", "--widths", "16,32", "--depth", "1,2"])
+    assert train_overrides(args)["model_options"] == {"widths": [16, 32], "depth": [1, 2]}
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--depth", "1,x"])
+    assert "--depth: '1,x' is not a comma-separated list of integers" in capsys.readouterr().err

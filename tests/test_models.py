@@ -55,3 +55,12 @@ def test_spatial_transformer_starts_as_the_identity(init):
     model = create_model("signnet_stn", init=init)
     x = torch.randn(2, 3, 32, 32)
     assert torch.allclose(model.stn(x), x, atol=1e-5)
+
+
+def test_signnet_depth_per_stage():
+    one_conv_first = create_model("signnet", depth=[1, 2, 2])
+    convs = [m for m in one_conv_first.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [(3, 16), (16, 32), (32, 32), (32, 64), (64, 64)]
+    assert count_macs(one_conv_first) < count_macs(create_model("signnet"))
+    with pytest.raises(UserError, match="--model signnet: bad model option .*one per stage"):
+        create_model("signnet", depth=[1, 2])

@@ -50,8 +50,20 @@ SWITCHES = [
 ]
 AUGMENT_FLAGS = [("--erase", "erase", float, "probability of erasing a random rectangle per image (0 = off)"),
                  ("--saturation", "saturation", float, "saturation jitter: colour kept is 1 ± this (0 = off)")]
+
+
+def int_list(text: str) -> list[int]:
+    """argparse type for comma-separated counts: "16,32,64"."""
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers, e.g. 16,32,64") from None
+
+
 MODEL_FLAGS = [("--hidden", "hidden", int, "mlp: hidden units"),
-               ("--activation", "activation", str, "mlp: sigmoid, tanh or relu")]
+               ("--activation", "activation", str, "mlp: sigmoid, tanh or relu"),
+               ("--widths", "widths", int_list, "signnet: channels per stage, e.g. 16,32,64"),
+               ("--depth", "depth", int_list, "signnet: 3x3 convs per stage, e.g. 2,2,2 (one count: every stage)")]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -34,7 +34,7 @@ def create_model(name: str, num_classes: int = 43, image_size: int = 32, init: s
         raise UserError(f"--model {name}: unknown model; choose one of {', '.join(list_models())}")
     try:
         model = _REGISTRY[name](num_classes=num_classes, image_size=image_size, **options)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise UserError(f"--model {name}: bad model option ({e}); check the preset's model_options") from None
     if init == "normal":
         for m in model.modules():

@@ -12,6 +12,8 @@ from torch import nn
 
 from signlab.models import register_model
 
+Depth = int | tuple[int, ...]  # 3x3 convs per stage: one count for every stage, or one per stage
+
 
 def conv_bn(c_in: int, c_out: int) -> nn.Sequential:
     # No conv bias: BatchNorm's shift does its job.
@@ -20,13 +22,17 @@ def conv_bn(c_in: int, c_out: int) -> nn.Sequential:
 
 
 class SignNet(nn.Module):
-    def __init__(self, num_classes: int, widths: tuple[int, ...], depth: int, dropout: float,
+    def __init__(self, num_classes: int, widths: tuple[int, ...], depth: Depth, dropout: float,
                  in_channels: int) -> None:
         super().__init__()
+        depths = (depth,) if isinstance(depth, int) else tuple(depth)  # convs per stage
+        depths = depths * len(widths) if len(depths) == 1 else depths
+        if len(depths) != len(widths) or min(depths) < 1:
+            raise ValueError(f"depth {depth} must be one count >= 1 or one per stage of widths {widths}")
         layers: list[nn.Module] = []
         c = in_channels
-        for i, w in enumerate(widths):
-            for _ in range(depth):
+        for i, (w, d) in enumerate(zip(widths, depths, strict=True)):
+            for _ in range(d):
                 layers.append(conv_bn(c, w))
                 c = w
             if i < len(widths) - 1:
@@ -43,13 +49,13 @@ class SignNet(nn.Module):
 
 @register_model
 def signnet(num_classes: int = 43, image_size: int = 32, widths: tuple[int, ...] = (16, 32, 64),
-            depth: int = 2, dropout: float = 0.0, in_channels: int = 3) -> nn.Module:
+            depth: Depth = 2, dropout: float = 0.0, in_channels: int = 3) -> nn.Module:
     """The default: 78k parameters, 9.9M MACs; widths that are multiples of 16 keep oneDNN's kernels fast."""
     return SignNet(num_classes, tuple(widths), depth, dropout, in_channels)
 
 
 @register_model
 def signnet_wide(num_classes: int = 43, image_size: int = 32, widths: tuple[int, ...] = (32, 64, 128),
-                 depth: int = 2, dropout: float = 0.0, in_channels: int = 3) -> nn.Module:
+                 depth: Depth = 2, dropout: float = 0.0, in_channels: int = 3) -> nn.Module:
     """Twice the width, four times the MACs (38.6M): the reference network's size, for the best accuracy."""
     return SignNet(num_classes, tuple(widths), depth, dropout, in_channels)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from signlab.models import register_model
-from signlab.models.signnet import SignNet, conv_bn
+from signlab.models.signnet import Depth, SignNet, conv_bn
 
 MAX_WARP = 0.25
 
@@ -41,7 +41,7 @@ class SpatialTransformer(nn.Module):
 
 
 class SignNetSTN(nn.Module):
-    def __init__(self, num_classes: int, widths: tuple[int, ...], depth: int, dropout: float, in_channels: int,
+    def __init__(self, num_classes: int, widths: tuple[int, ...], depth: Depth, dropout: float, in_channels: int,
                  stn_width: int) -> None:
         super().__init__()
         self.stn = SpatialTransformer(in_channels, stn_width)
@@ -53,13 +53,13 @@ class SignNetSTN(nn.Module):
 
 @register_model
 def signnet_stn(num_classes: int = 43, image_size: int = 32, widths: tuple[int, ...] = (16, 32, 64),
-                depth: int = 2, dropout: float = 0.0, in_channels: int = 3, stn_width: int = 16) -> nn.Module:
+                depth: Depth = 2, dropout: float = 0.0, in_channels: int = 3, stn_width: int = 16) -> nn.Module:
     """signnet plus a 0.4M-MAC spatial transformer in front."""
     return SignNetSTN(num_classes, tuple(widths), depth, dropout, in_channels, stn_width)
 
 
 @register_model
 def signnet_wide_stn(num_classes: int = 43, image_size: int = 32, widths: tuple[int, ...] = (32, 64, 128),
-                     depth: int = 2, dropout: float = 0.0, in_channels: int = 3, stn_width: int = 16) -> nn.Module:
+                     depth: Depth = 2, dropout: float = 0.0, in_channels: int = 3, stn_width: int = 16) -> nn.Module:
     """signnet_wide plus the same spatial transformer."""
     return SignNetSTN(num_classes, tuple(widths), depth, dropout, in_channels, stn_width)
