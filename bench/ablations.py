@@ -52,6 +52,7 @@ LONG_VARIANTS = {
     "4x the MACs (signnet_wide)": ["--model", "signnet_wide"],
     "spatial transformer": ["--model", "signnet_stn"],
     "16 epochs": ["--epochs", "16"],
+    "colour cast 0.2": ["--color-cast", "0.2"],
     "the best preset": ["--preset", "best", "--epochs", "16"],  # the later --preset wins; --epochs undoes 8
 }
 GROUPS = {"fast": (BASE, VARIANTS), "long": (LONG_BASE, LONG_VARIANTS)}

@@ -1,8 +1,16 @@
-"""Augmentation: determinism, the identity, saturation and erasing, class-aware flips."""
+"""Augmentation: determinism, the identity, saturation, erasing and colour casts, class-aware flips."""
 
 import torch
 
-from signlab.augment import AugmentConfig, augment_batch, flip_batch, gtsrb_flip_tables, jitter_saturation, random_erase
+from signlab.augment import (
+    AugmentConfig,
+    augment_batch,
+    cast_color,
+    flip_batch,
+    gtsrb_flip_tables,
+    jitter_saturation,
+    random_erase,
+)
 
 NO_GEOMETRY = dict(rotate_degrees=0.0, scale=0.0, translate=0.0, brightness=0.0, contrast=0.0)
 
@@ -54,6 +62,28 @@ def test_erasing_leaves_the_warp_of_earlier_runs_unchanged():
     erased = augment_batch(x, AugmentConfig(erase=1.0), torch.Generator().manual_seed(5))
     kept = (erased == plain).all(1)
     assert 0.7 < kept.float().mean() < 1.0
+
+
+def test_color_cast_is_one_affine_map_per_channel_within_its_spread():
+    x = batch()
+    out = cast_color(x, 0.2, torch.Generator().manual_seed(0))
+    flat_x, flat_out = x.flatten(2), out.flatten(2)  # (B, C, H*W)
+    gain = ((flat_out - flat_out.mean(2, keepdim=True)) / (flat_x - flat_x.mean(2, keepdim=True))).median(2).values
+    shift = (flat_out - gain.unsqueeze(2) * flat_x).mean(2)
+    assert torch.allclose(flat_out, gain.unsqueeze(2) * flat_x + shift.unsqueeze(2), atol=1e-5)
+    assert ((gain - 1).abs() <= 0.2 + 1e-6).all() and (shift.abs() <= 0.2 + 1e-6).all()
+    assert gain.std(1).min() > 0, "each channel gets its own gain"
+    plain = augment_batch(x, AugmentConfig(), torch.Generator().manual_seed(5))  # earlier draws unchanged
+    cast = augment_batch(x, AugmentConfig(color_cast=0.2), torch.Generator().manual_seed(5))
+    assert torch.allclose(cast, cast_color(plain, 0.2, _after_warp_and_jitter(5)), atol=1e-6)
+
+
+def _after_warp_and_jitter(seed: int) -> torch.Generator:
+    """A generator advanced past augment_batch's warp and brightness/contrast draws (6 draws of B = 8)."""
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(6):
+        torch.rand(8, generator=generator)
+    return generator
 
 
 def test_flips_follow_the_class_tables():

@@ -22,10 +22,11 @@ class AugmentConfig:
     contrast: float = 0.2  # multiplicative, 1 ± contrast
     saturation: float = 0.0  # colour kept, 1 ± saturation around the image's grey (0 = grey, 1 = unchanged)
     erase: float = 0.0  # probability of replacing one random rectangle (2-20 % of the image) by noise
+    color_cast: float = 0.0  # per channel: gain 1 ± this and shift ± this (std devs): tinted light and ink
 
     def is_identity(self) -> bool:
         return not any((self.rotate_degrees, self.scale, self.translate, self.brightness, self.contrast,
-                        self.saturation, self.erase))
+                        self.saturation, self.erase, self.color_cast))
 
 
 def _uniform(n: int, spread: float, generator: torch.Generator, device) -> torch.Tensor:
@@ -63,6 +64,8 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generato
         x = jitter_saturation(x, 1 + _uniform(b, cfg.saturation, generator, x.device))
     if cfg.erase:
         x = random_erase(x, cfg.erase, generator)
+    if cfg.color_cast:
+        x = cast_color(x, cfg.color_cast, generator)
     return x
 
 
@@ -73,6 +76,15 @@ def jitter_saturation(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     it teaches the shape of a sign whose colours have faded (a bleached red ring) without decoding again."""
     grey = x.mean(dim=1, keepdim=True)  # (B, 1, H, W)
     return grey + (x - grey) * keep.view(-1, 1, 1, 1).to(x.dtype)
+
+
+def cast_color(x: torch.Tensor, spread: float, generator: torch.Generator) -> torch.Tensor:
+    """Scale and shift each channel of each image x (B, C, H, W) by its own 1 ± spread and ± spread: a sign
+    under sodium or blue light, or printed in off-black ink, is still the same sign."""
+    b, c = x.shape[:2]
+    gain = 1 + (torch.rand(b, c, generator=generator) * 2 - 1) * spread
+    shift = (torch.rand(b, c, generator=generator) * 2 - 1) * spread
+    return x * gain.view(b, c, 1, 1).to(x.device, x.dtype) + shift.view(b, c, 1, 1).to(x.device, x.dtype)
 
 
 def random_erase(x: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:

@@ -49,7 +49,8 @@ SWITCHES = [
     ("--tta", "tta", True, "evaluate and predict apply test-time augmentation to this model by default"),
 ]
 AUGMENT_FLAGS = [("--erase", "erase", float, "probability of erasing a random rectangle per image (0 = off)"),
-                 ("--saturation", "saturation", float, "saturation jitter: colour kept is 1 ± this (0 = off)")]
+                 ("--saturation", "saturation", float, "saturation jitter: colour kept is 1 ± this (0 = off)"),
+                 ("--color-cast", "color_cast", float, "per-channel gain 1 ± this and shift ± this (0 = off)")]
 
 
 def int_list(text: str) -> list[int]:
