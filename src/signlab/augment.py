@@ -29,8 +29,9 @@ class AugmentConfig:
                         self.saturation, self.erase, self.color_cast))
 
 
-def _uniform(n: int, spread: float, generator: torch.Generator, device) -> torch.Tensor:
-    return (torch.rand(n, generator=generator) * 2 - 1).mul_(spread).to(device)
+def _uniform(shape: int | tuple[int, ...], spread: float, generator: torch.Generator, device) -> torch.Tensor:
+    """Uniform in [-spread, spread], drawn on the CPU so every device sees the same numbers."""
+    return (torch.rand(shape, generator=generator) * 2 - 1).mul_(spread).to(device)
 
 
 def affine_warp(x: torch.Tensor, angle: torch.Tensor, zoom: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
@@ -58,7 +59,7 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generato
     gain = (1 + _uniform(b, cfg.contrast, generator, x.device)).view(b, 1, 1, 1).to(x.dtype)
     bias = _uniform(b, cfg.brightness, generator, x.device).view(b, 1, 1, 1).to(x.dtype)
     x = x * gain + bias
-    # Saturation and erasing draw their random numbers only when on, so runs without them keep the exact
+    # The optional jitters draw their random numbers only when on, so runs without them keep the exact
     # random stream (and results) of runs saved before they existed.
     if cfg.saturation:
         x = jitter_saturation(x, 1 + _uniform(b, cfg.saturation, generator, x.device))
@@ -82,9 +83,9 @@ def cast_color(x: torch.Tensor, spread: float, generator: torch.Generator) -> to
     """Scale and shift each channel of each image x (B, C, H, W) by its own 1 ± spread and ± spread: a sign
     under sodium or blue light, or printed in off-black ink, is still the same sign."""
     b, c = x.shape[:2]
-    gain = 1 + (torch.rand(b, c, generator=generator) * 2 - 1) * spread
-    shift = (torch.rand(b, c, generator=generator) * 2 - 1) * spread
-    return x * gain.view(b, c, 1, 1).to(x.device, x.dtype) + shift.view(b, c, 1, 1).to(x.device, x.dtype)
+    gain = 1 + _uniform((b, c), spread, generator, x.device).to(x.dtype)
+    shift = _uniform((b, c), spread, generator, x.device).to(x.dtype)
+    return x * gain.view(b, c, 1, 1) + shift.view(b, c, 1, 1)
 
 
 def random_erase(x: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
@@ -93,7 +94,7 @@ def random_erase(x: torch.Tensor, p: float, generator: torch.Generator) -> torch
     b, c, h, w = x.shape
     take = torch.rand(b, generator=generator) < p
     area = (0.02 + 0.18 * torch.rand(b, generator=generator)) * h * w
-    aspect = torch.exp((torch.rand(b, generator=generator) * 2 - 1) * math.log(3))
+    aspect = torch.exp(_uniform(b, math.log(3), generator, "cpu"))
     box_h = (area * aspect).sqrt().clamp(1, h)
     box_w = (area / aspect).sqrt().clamp(1, w)
     top = torch.rand(b, generator=generator) * (h - box_h)
