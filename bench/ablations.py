@@ -54,6 +54,8 @@ LONG_VARIANTS = {
     "16 epochs": ["--epochs", "16"],
     "colour cast 0.2": ["--color-cast", "0.2"],
     "the best preset": ["--preset", "best", "--epochs", "16"],  # the later --preset wins; --epochs undoes 8
+    "stronger geometry": ["--rotate", "15", "--scale", "0.2", "--translate", "0.12"],
+    "EMA of weights 0.999": ["--ema", "0.999"],
 }
 GROUPS = {"fast": (BASE, VARIANTS), "long": (LONG_BASE, LONG_VARIANTS)}
 

@@ -98,6 +98,10 @@ def test_augmentation_flags_change_one_field_of_the_presets_augmentation(tmp_pat
     preset.write_text(json.dumps({"augment": {"rotate_degrees": 5.0}}))
     args = build_parser().parse_args(["train", "--preset", str(preset), "--erase", "0.5", "--saturation", "0.3"])
     assert train_overrides(args)["augment"] == {"rotate_degrees": 5.0, "erase": 0.5, "saturation": 0.3}
+    args = build_parser().parse_args(["train", "--preset", str(preset), "--scale", "0.2", "--translate", "0.15"])
+    assert train_overrides(args)["augment"] == {"rotate_degrees": 5.0, "scale": 0.2, "translate": 0.15}
+    args = build_parser().parse_args(["train", "--preset", str(preset), "--rotate", "15"])
+    assert train_overrides(args)["augment"] == {"rotate_degrees": 15.0}
 
 
 def test_unknown_augment_field_is_one_line(tmp_path, capsys):

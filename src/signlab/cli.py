@@ -48,7 +48,10 @@ SWITCHES = [
     ("--compile", "compile", True, "torch.compile the model (the first step compiles: ~45 s on a CPU)"),
     ("--tta", "tta", True, "evaluate and predict apply test-time augmentation to this model by default"),
 ]
-AUGMENT_FLAGS = [("--erase", "erase", float, "probability of erasing a random rectangle per image (0 = off)"),
+AUGMENT_FLAGS = [("--rotate", "rotate_degrees", float, "random rotation ± this many degrees (default 10)"),
+                 ("--scale", "scale", float, "random zoom 1 ± this (default 0.1)"),
+                 ("--translate", "translate", float, "random shift ± this share of the side (default 0.1)"),
+                 ("--erase", "erase", float, "probability of erasing a random rectangle per image (0 = off)"),
                  ("--saturation", "saturation", float, "saturation jitter: colour kept is 1 ± this (0 = off)"),
                  ("--color-cast", "color_cast", float, "per-channel gain 1 ± this and shift ± this (0 = off)")]
 
