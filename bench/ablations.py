@@ -77,7 +77,7 @@ def main() -> None:
     results = out / "ablations.json"
     # --only reruns some rows; the other rows of an earlier run stay in the table.
     earlier = {r["variant"]: r for r in json.loads(results.read_text())} if results.exists() else {}
-    rows = {}
+    fresh = {}
     for name in args.only or variants:
         if name not in variants:
             parser.error(f"--only {name!r} is not in group {args.group}")
@@ -85,12 +85,12 @@ def main() -> None:
         train_run(run, [*base, *variants[name], "--data", args.data], args.reuse)
         metrics = list(csv.DictReader(open(run / "metrics.csv")))
         tta = evaluate(run / "last.safetensors", tta=True, device_name="cpu")
-        rows[name] = {"variant": name, "flags": " ".join(variants[name]),
-                      "val_accuracy": [float(r["val_accuracy"]) for r in metrics],
-                      "tta_accuracy": tta["accuracy"], "tracks": tta["tracks"],
-                      "train_seconds": float(metrics[-1]["train_seconds"]),
-                      "images_per_second": sorted(float(r["images_per_second"]) for r in metrics)[len(metrics) // 2]}
-    rows = [rows.get(name) or earlier[name] for name in variants if name in rows or name in earlier]
+        fresh[name] = {"variant": name, "flags": " ".join(variants[name]),
+                       "val_accuracy": [float(r["val_accuracy"]) for r in metrics],
+                       "tta_accuracy": tta["accuracy"], "tracks": tta["tracks"],
+                       "train_seconds": float(metrics[-1]["train_seconds"]),
+                       "images_per_second": sorted(float(r["images_per_second"]) for r in metrics)[len(metrics) // 2]}
+    rows = [fresh.get(name) or earlier[name] for name in variants if name in fresh or name in earlier]
     results.write_text(json.dumps(rows, indent=1))
     print("\n| variant | flags | val accuracy per epoch | last epoch + TTA | signs with errors | train s | img/s |")
     print("|---|---|---|---|---|---|---|")

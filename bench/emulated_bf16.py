@@ -6,8 +6,7 @@
 `signlab` turns bf16 autocast on only where the hardware has bf16 arithmetic (AVX-512 BF16/AMX, CUDA), so on
 an AVX2 machine its accuracy cannot be seen. This script lifts that check: oneDNN then emulates bf16 (inputs
 rounded to bf16, fp32 accumulation: a bf16 CPU's arithmetic up to summation order) at about a tenth of fp32's
-speed.
-Its accuracies are the ones to compare; its timings are not.
+speed. Its accuracies are the ones to compare; its timings are not.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ from __future__ import annotations
 import sys
 
 import signlab.predict
-import signlab.train
 from signlab.cli import main
 
 
@@ -24,6 +22,5 @@ def always(device) -> bool:
 
 
 if __name__ == "__main__":
-    # autocast looks the name up in predict at each call; train's copy only decides what the log says.
-    signlab.predict.bf16_supported = signlab.train.bf16_supported = always
+    signlab.predict.bf16_supported = always  # bf16_active looks the name up at each call
     sys.exit(main(sys.argv[1:]))

@@ -37,8 +37,13 @@ def bf16_supported(device: torch.device) -> bool:
     return bool(torch.backends.mkldnn.is_available() and torch.cpu._is_avx512_bf16_supported())
 
 
+def bf16_active(device: torch.device, enabled: bool) -> bool:
+    """Whether `autocast` runs bf16: asked for and the hardware has it."""
+    return enabled and bf16_supported(device)
+
+
 def autocast(device: torch.device, enabled: bool):
-    if enabled and bf16_supported(device):
+    if bf16_active(device, enabled):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return nullcontext()
 

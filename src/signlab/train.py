@@ -35,7 +35,7 @@ from signlab.data import SAMPLE_HELDOUT, ImageSet, channel_stats, load_images, s
 from signlab.distributed import Distributed
 from signlab.errors import UserError
 from signlab.models import count_macs, count_parameters, create_model
-from signlab.predict import autocast, bf16_supported, pick_device, predict_logits, to_input
+from signlab.predict import autocast, bf16_active, pick_device, predict_logits, to_input
 
 STOP_EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
@@ -176,7 +176,7 @@ def train(cfg: TrainConfig, overrides: dict | None = None) -> dict:
     model = create_model(cfg.model, num_classes=len(class_names), image_size=cfg.image_size, init=cfg.init,
                          **cfg.model_options)
     log(f"model {cfg.model}: {count_parameters(model):,} parameters, {count_macs(model, cfg.image_size):,} MACs "
-        f"per image; device {device}, bf16 {'on' if cfg.bf16 and bf16_supported(device) else 'off'}, "
+        f"per image; device {device}, bf16 {'on' if bf16_active(device, cfg.bf16) else 'off'}, "
         f"{torch.get_num_threads()} threads")
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format)
