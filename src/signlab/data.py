@@ -71,6 +71,15 @@ class ImageSet:
 
 
 @dataclass
+class DataSplit:
+    """A dataset split into a training and a validation part (training, the lab's experiments)."""
+
+    train: ImageSet
+    val: ImageSet | None
+    source: str  # where the images came from, for logs and printed headers
+
+
+@dataclass
 class Entry:
     """One image to decode: where it is, its label, and the ROI box in stored-pixel units if any."""
 
