@@ -8,10 +8,12 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("matplotlib")
 
-from signlab.data import ImageSet  # noqa: E402
+from signlab.data import DataSplit, ImageSet  # noqa: E402
 from signlab.errors import UserError  # noqa: E402
-from signlab.experiments import EXPERIMENTS  # noqa: E402
-from signlab.experiments.common import load_data  # noqa: E402
+from signlab.lab.experiments import EXPERIMENTS  # noqa: E402
+from signlab.lab.experiments.common import columns, load_data, num_classes, tensors  # noqa: E402
+from signlab.lab.experiments.nets import perceptron  # noqa: E402
+from signlab.models.mlp import MLP  # noqa: E402
 
 ISSUE_NAMES = {"mlp-vs-cnn", "vanishing-gradient", "loss", "init", "standardise", "descent", "filters"}
 
@@ -68,9 +70,29 @@ def tiny_set():
 
 
 def test_load_data_splits_a_given_set_by_track():
-    ds = load_data(tiny_set(), "full")
-    assert ds.m == 4 and len(ds.train) + len(ds.val) == 60
-    assert not set(ds.train.tracks) & set(ds.val.tracks)
+    split = load_data(tiny_set(), "full")
+    assert isinstance(split, DataSplit) and split.val is not None
+    assert num_classes(split) == 4 and len(split.train) + len(split.val) == 60
+    assert not set(split.train.tracks) & set(split.val.tracks)
+
+
+def test_columns_and_tensors_are_the_perceptrons_and_torchs_views_of_a_split():
+    split = load_data(tiny_set(), "full")
+    n_tr, n_va = len(split.train), len(split.val)
+    X_tr, Y_tr, X_va, Y_va = columns(split)
+    assert X_tr.shape == (32 * 32 * 3, n_tr) and Y_tr.shape == (4, n_tr) and Y_va.shape == (4, n_va)
+    np.testing.assert_allclose(X_tr.mean(axis=1), 0.0, atol=1e-9)  # standardised by the training part
+    assert columns(split, standardise=False)[0].max() <= 1.0
+    x_tr, y_tr, x_va, y_va = tensors(split)
+    assert x_tr.shape == (n_tr, 3, 32, 32) and x_va.shape == (n_va, 3, 32, 32)
+    assert x_tr.is_contiguous() and torch.equal(y_va, torch.from_numpy(split.val.labels))
+    # a split without a validation part cannot be measured on: say so instead of failing inside numpy
+    with pytest.raises(ValueError):
+        columns(DataSplit(split.train, None, "no val"))
+
+
+def test_the_torch_perceptron_is_the_mlp_model():
+    assert isinstance(perceptron(12, 5, 3), MLP)
 
 
 def test_an_experiment_runs_on_a_given_set(tmp_path):

@@ -1,7 +1,9 @@
 """The lab: the lecture's perceptron from scratch in NumPy, and its formulas checked.
 
 NumPy only: importing signlab.lab never loads torch (signlab.lab.slides imports it lazily, inside
-its functions, for the slides' PyTorch examples).
+its functions, for the slides' PyTorch examples). The rest of the lab lives beside it:
+signlab.lab.experiments (one experiment per claim of the lecture; torch and matplotlib, so nothing here
+imports it) and signlab.lab.cli (the `signlab lab` command).
 """
 
 from signlab.lab.perceptron import ACTIVATIONS, INITS, LOSSES, TwoLayerPerceptron

@@ -10,8 +10,9 @@ from signlab.models import register_model
 ACTIVATIONS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU}
 
 
-class TwoLayerPerceptron(nn.Module):
-    """x (B, 3, H, W) -> flatten -> W -> σ -> U -> logits (B, classes).
+class MLP(nn.Module):
+    """The two-layer perceptron in torch, with biases (signlab.lab.TwoLayerPerceptron is the NumPy one):
+    x (B, 3, H, W) -> flatten -> W -> σ -> U -> logits (B, classes).
 
     The output σ of the slides is left to the loss: softmax inside cross-entropy, or a sigmoid before the
     squared error (train applies it), so the same module serves both losses.
@@ -33,7 +34,7 @@ class TwoLayerPerceptron(nn.Module):
 @register_model
 def mlp(num_classes: int = 43, image_size: int = 32, hidden: int = 512, activation: str = "relu",
         in_channels: int = 3) -> nn.Module:
-    return TwoLayerPerceptron(in_channels * image_size * image_size, hidden, num_classes, activation)
+    return MLP(in_channels * image_size * image_size, hidden, num_classes, activation)
 
 
 # Without BatchNorm the perceptron diverges at the CNNs' peak learning rate of 0.1 (measured on GTSRB: the loss

@@ -1,4 +1,8 @@
-"""`signlab lab …`: the slides' framework examples and the lecture's experiments, one command each."""
+"""`signlab lab …`: the slides' framework examples and the lecture's experiments, one command each.
+
+The experiments (torch, matplotlib) are imported inside the functions, so importing this module, like
+importing signlab.lab, leaves torch unloaded.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ SLIDES = {
 
 
 def list_experiments() -> dict[str, str]:
-    from signlab.experiments import EXPERIMENTS
+    from signlab.lab.experiments import EXPERIMENTS
 
     return {**SLIDES, **{name: text for name, (text, _) in EXPERIMENTS.items()}}
 
@@ -70,7 +74,7 @@ def run_lab(args: argparse.Namespace) -> int:
     if args.name == "slides-checkpoint":
         slides_checkpoint(out)
         return 0
-    from signlab.experiments import EXPERIMENTS
+    from signlab.lab.experiments import EXPERIMENTS
 
     _, run = EXPERIMENTS[args.name]
     run(data=args.data, out=out, budget=args.budget)

@@ -8,16 +8,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from signlab.experiments.common import (
+from signlab.lab.experiments.common import (
+    Source,
     all_finite,
     load_data,
     new_figure,
+    num_classes,
     num_params,
     save_figure,
     table,
+    tensors,
     torch_accuracy,
     train_torch,
+    val_part,
 )
+from signlab.models.mlp import MLP
 
 STOP = 14  # GTSRB class id of the stop sign, the sign whose feature maps we draw when it is there
 
@@ -49,35 +54,36 @@ class SmallCNN(nn.Module):
         return self.head(self.squeeze(x).flatten(1))  # (N, m)
 
 
-def perceptron(d: int, hidden: int, m: int, act: type[nn.Module] = nn.ReLU) -> nn.Sequential:
-    """The two-layer perceptron (with biases) in torch: d → hidden → m."""
-    return nn.Sequential(nn.Flatten(), nn.Linear(d, hidden), act(), nn.Linear(hidden, m))
+def perceptron(d: int, hidden: int, m: int, activation: str = "relu") -> MLP:
+    """The two-layer perceptron (with biases) in torch: d → hidden → m, signlab's `mlp` model itself."""
+    return MLP(d, hidden, m, activation)
 
 
-def run_mlp_vs_cnn(data=None, out: Path = Path("runs/lab"), budget: str = "full") -> dict:
+def run_mlp_vs_cnn(data: Source = None, out: Path = Path("runs/lab"), budget: str = "full") -> dict:
     """The perceptron against a CNN with the same number of parameters, same data, same optimiser."""
-    ds = load_data(data, budget)
-    x_tr, y_tr, x_va, y_va = ds.tensors()
+    split = load_data(data, budget)
+    x_tr, y_tr, x_va, y_va = tensors(split)
+    m = num_classes(split)
     epochs, lr = {"full": 12, "smoke": 1}[budget], 3e-3
     torch.manual_seed(0)
-    cnn = SmallCNN(ds.m)
+    cnn = SmallCNN(m)
     d = x_tr[0].numel()
     # parameters of d → h → m with biases: h(d + 1) + m(h + 1); pick h to match the CNN's count
-    hidden = max(1, round((num_params(cnn) - ds.m) / (d + 1 + ds.m)))
+    hidden = max(1, round((num_params(cnn) - m) / (d + 1 + m)))
     torch.manual_seed(0)
-    mlp = perceptron(d, hidden, ds.m)
+    mlp = perceptron(d, hidden, m)
 
     curves, rows, res = {}, [], {}
     for name, model in (("perceptron", mlp), ("cnn", cnn)):
         curves[name] = []
-        secs = train_torch(model, x_tr, y_tr, epochs, lr, on_epoch=lambda e, m=model, c=curves[name]:
-                           c.append(torch_accuracy(m, x_va, y_va)))
+        secs = train_torch(model, x_tr, y_tr, epochs, lr, on_epoch=lambda e, net=model, c=curves[name]:
+                           c.append(torch_accuracy(net, x_va, y_va)))
         tr, va = torch_accuracy(model, x_tr, y_tr), curves[name][-1]
         rows.append((name, num_params(model), tr, va, secs))
         res[name] = {"params": num_params(model), "train_acc": tr, "val_acc": va, "seconds": secs}
     text = table(("model", "parameters", "train acc", "val acc", "train s"), rows,
                  f"perceptron (hidden {hidden}) vs CNN at equal parameter count, {epochs} epochs of Adam on "
-                 f"{len(y_tr)} images of {ds.source}")
+                 f"{len(y_tr)} images of {split.source}")
 
     fig, (ax,) = new_figure(1)
     for name, accs in curves.items():
@@ -105,16 +111,16 @@ def layer_grad_norms(model: nn.Sequential, x: torch.Tensor, y: torch.Tensor) -> 
     return [m.weight.grad.norm().item() for m in model if isinstance(m, nn.Linear)]
 
 
-def run_vanishing_gradient(data=None, out: Path = Path("runs/lab"), budget: str = "full") -> dict:
+def run_vanishing_gradient(data: Source = None, out: Path = Path("runs/lab"), budget: str = "full") -> dict:
     """Gradient norm per layer of a 6-layer net, sigmoid vs ReLU, at init and after training with SGD."""
-    ds = load_data(data, budget)
-    x_tr, y_tr, x_va, y_va = ds.tensors()
+    split = load_data(data, budget)
+    x_tr, y_tr, x_va, y_va = tensors(split)
     epochs = {"full": 30, "smoke": 1}[budget]
     probe = slice(0, 512)  # the same fixed batch measures every gradient
     norms, res = {}, {}
     for name, act in (("sigmoid", nn.Sigmoid), ("relu", nn.ReLU)):
         torch.manual_seed(0)  # the same initial weights for both: only the nonlinearity differs
-        net = deep_net(x_tr[0].numel(), ds.m, act)
+        net = deep_net(x_tr[0].numel(), num_classes(split), act)
         norms[f"{name} at init"] = layer_grad_norms(net, x_tr[probe], y_tr[probe])
         # SGD, not Adam: Adam rescales each parameter's step and so would hide how small the gradients are
         train_torch(net, x_tr, y_tr, epochs, lr=0.01, optimizer="sgd")
@@ -152,17 +158,18 @@ def grid(tiles: np.ndarray, cols: int, pad: int = 1) -> np.ndarray:
     return canvas
 
 
-def run_filters(data=None, out: Path = Path("runs/lab"), budget: str = "full") -> dict:
+def run_filters(data: Source = None, out: Path = Path("runs/lab"), budget: str = "full") -> dict:
     """Train the CNN, then draw its first layer's 5×5 filters and their feature maps on one sign."""
-    ds = load_data(data, budget)
-    x_tr, y_tr, x_va, y_va = ds.tensors()
+    split = load_data(data, budget)
+    x_tr, y_tr, x_va, y_va = tensors(split)
     epochs = {"full": 10, "smoke": 1}[budget]
     torch.manual_seed(0)
-    cnn = SmallCNN(ds.m)
+    cnn = SmallCNN(num_classes(split))
     train_torch(cnn, x_tr, y_tr, epochs, lr=3e-3)
     acc = torch_accuracy(cnn, x_va, y_va)
 
-    stops = np.flatnonzero(ds.val.labels == STOP)
+    val = val_part(split)
+    stops = np.flatnonzero(val.labels == STOP)
     i = int(stops[0]) if len(stops) else 0
     w = cnn.conv1.weight.detach().numpy()  # (16, 3, 5, 5)
     with torch.no_grad():
@@ -171,11 +178,11 @@ def run_filters(data=None, out: Path = Path("runs/lab"), budget: str = "full") -
             for k in range(len(w))]
     text = table(("filter", "‖w‖", "mean R", "mean G", "mean B", "mean activation"), rows,
                  f"first conv layer after {epochs} epochs (val acc {acc:.3f}); "
-                 f"activations on {ds.val.class_names[ds.val.labels[i]]!r}")
+                 f"activations on {val.class_names[val.labels[i]]!r}")
 
     fig, axes = new_figure(3, size=(4.0, 4.0))
-    axes[0].imshow(ds.val.images[i])
-    axes[0].set_title(ds.val.class_names[ds.val.labels[i]])
+    axes[0].imshow(val.images[i])
+    axes[0].set_title(val.class_names[val.labels[i]])
     axes[1].imshow(grid(w.transpose(0, 2, 3, 1), cols=4))  # filters as tiny RGB images
     axes[1].set_title("first-layer filters (5×5×RGB)")
     axes[2].imshow(grid(maps, cols=4), cmap="gray")
@@ -183,6 +190,6 @@ def run_filters(data=None, out: Path = Path("runs/lab"), budget: str = "full") -
     for ax in axes:
         ax.axis("off")
     png = save_figure(fig, out, "filters")
-    return {"val_acc": acc, "sign": ds.val.class_names[ds.val.labels[i]],
+    return {"val_acc": acc, "sign": val.class_names[val.labels[i]],
             "weight_norms": [r[1] for r in rows], "table": text, "png": str(png),
             "finite": all_finite(acc, *(v for r in rows for v in r[1:]))}

@@ -8,8 +8,8 @@ budget "smoke" runs the same code on a few hundred images for a moment, for test
 
 from collections.abc import Callable
 
-from signlab.experiments.basics import run_descent, run_init, run_loss, run_standardise
-from signlab.experiments.nets import run_filters, run_mlp_vs_cnn, run_vanishing_gradient
+from signlab.lab.experiments.basics import run_descent, run_init, run_loss, run_standardise
+from signlab.lab.experiments.nets import run_filters, run_mlp_vs_cnn, run_vanishing_gradient
 
 # name -> (one-line description, function), in the lecture's order
 EXPERIMENTS: dict[str, tuple[str, Callable[..., dict]]] = {

@@ -11,8 +11,18 @@ from pathlib import Path
 
 import numpy as np
 
-from signlab.experiments.common import Data, all_finite, load_data, new_figure, save_figure, table
+from signlab.data import DataSplit
 from signlab.lab import History, TwoLayerPerceptron, accuracy, fit
+from signlab.lab.experiments.common import (
+    Source,
+    all_finite,
+    columns,
+    load_data,
+    new_figure,
+    num_classes,
+    save_figure,
+    table,
+)
 
 
 @dataclass(frozen=True)
@@ -40,11 +50,11 @@ def epochs_for(budget: str, full: int = 10) -> int:
     return {"full": full, "smoke": 1}[budget]
 
 
-def train(ds: Data, r: Recipe, epochs: int, log_every: int | None = None, max_seconds: float | None = None,
+def train(split: DataSplit, r: Recipe, epochs: int, log_every: int | None = None, max_seconds: float | None = None,
           seed: int = 0) -> Run:
-    """Train the perceptron with recipe r on ds, tracking validation accuracy per epoch."""
-    X_tr, Y_tr, X_va, Y_va = ds.columns(standardise=r.standardise)  # (d, N) and (m, N)
-    model = TwoLayerPerceptron(X_tr.shape[0], r.hidden, ds.m, r.activation, r.loss, r.init, seed)
+    """Train the perceptron with recipe r on split, tracking validation accuracy per epoch."""
+    X_tr, Y_tr, X_va, Y_va = columns(split, standardise=r.standardise)  # (d, N) and (m, N)
+    model = TwoLayerPerceptron(X_tr.shape[0], r.hidden, num_classes(split), r.activation, r.loss, r.init, seed)
     curve: list[float] = []
 
     def on_epoch(epoch: int, m: TwoLayerPerceptron) -> None:
@@ -81,35 +91,35 @@ def finite(res: dict) -> bool:
     return all_finite(*(v for r in res.values() for v in r.values()))
 
 
-def run_loss(data=None, out: Path = Path("runs/lab"), budget: str = "full") -> dict:
+def run_loss(data: Source = None, out: Path = Path("runs/lab"), budget: str = "full") -> dict:
     """The lecture's sigmoid + squared error against softmax + cross-entropy, same everything else."""
-    ds, epochs = load_data(data, budget), epochs_for(budget)
-    runs = {"sigmoid + squared error": train(ds, Recipe(loss="squared"), epochs),
-            "softmax + cross-entropy": train(ds, Recipe(loss="cross_entropy"), epochs)}
+    split, epochs = load_data(data, budget), epochs_for(budget)
+    runs = {"sigmoid + squared error": train(split, Recipe(loss="squared"), epochs),
+            "softmax + cross-entropy": train(split, Recipe(loss="cross_entropy"), epochs)}
     res = summary(runs)
     text = table(("output + loss", "loss start", "loss end", "train acc", "val acc"),
                  [(k, r["loss_start"], r["loss_end"], r["train_acc"], r["val_acc"]) for k, r in res.items()],
-                 f"squared error vs cross-entropy: {epochs} epochs, lr 0.05, on {ds.source}")
-    png = plot_curves(runs, len(ds.train), out, "loss", "Learning curves by loss", relative=True)
+                 f"squared error vs cross-entropy: {epochs} epochs, lr 0.05, on {split.source}")
+    png = plot_curves(runs, len(split.train), out, "loss", "Learning curves by loss", relative=True)
     return {**res, "table": text, "png": str(png), "finite": finite(res)}
 
 
-def preactivation_std(ds: Data, r: Recipe) -> float:
+def preactivation_std(split: DataSplit, r: Recipe) -> float:
     """Std of the hidden layer's input a = W x at init: about 1 is what a good init aims for."""
-    X_tr = ds.columns(standardise=r.standardise)[0]
-    model = TwoLayerPerceptron(X_tr.shape[0], r.hidden, ds.m, r.activation, r.loss, r.init, seed=0)
+    X_tr = columns(split, standardise=r.standardise)[0]
+    model = TwoLayerPerceptron(X_tr.shape[0], r.hidden, num_classes(split), r.activation, r.loss, r.init, seed=0)
     return float((model.W @ X_tr).std())
 
 
-def run_init(data=None, out: Path = Path("runs/lab"), budget: str = "full") -> dict:
+def run_init(data: Source = None, out: Path = Path("runs/lab"), budget: str = "full") -> dict:
     """N(0, 0.1), the lecture's init, against He (ReLU) / Glorot (sigmoid, tanh), per hidden activation."""
-    ds, epochs = load_data(data, budget), epochs_for(budget)
+    split, epochs = load_data(data, budget), epochs_for(budget)
     runs, stds, styles = {}, {}, {}
     for colour, act in zip(("C0", "C1", "C2"), ("sigmoid", "tanh", "relu"), strict=True):
         for init, name in (("lecture", "N(0, 0.1)"), ("modern", "He" if act == "relu" else "Glorot")):
             key = f"{act}, {name}"
-            stds[key] = preactivation_std(ds, Recipe(activation=act, init=init))
-            runs[key] = train(ds, Recipe(activation=act, init=init), epochs)
+            stds[key] = preactivation_std(split, Recipe(activation=act, init=init))
+            runs[key] = train(split, Recipe(activation=act, init=init), epochs)
             styles[key] = {"color": colour, "linestyle": "--" if init == "lecture" else "-"}
     res = summary(runs)
     for k in res:
@@ -117,36 +127,36 @@ def run_init(data=None, out: Path = Path("runs/lab"), budget: str = "full") -> d
     text = table(("hidden, init", "std of Wx at init", "loss start", "loss end", "train acc", "val acc"),
                  [(k, r["preact_std"], r["loss_start"], r["loss_end"], r["train_acc"], r["val_acc"])
                   for k, r in res.items()],
-                 f"initialisation: {epochs} epochs, lr 0.05, d = {ds.train.images[0].size} inputs, "
-                 f"on {ds.source}")
-    png = plot_curves(runs, len(ds.train), out, "init", "Learning curves by initialisation", styles=styles)
+                 f"initialisation: {epochs} epochs, lr 0.05, d = {split.train.images[0].size} inputs, "
+                 f"on {split.source}")
+    png = plot_curves(runs, len(split.train), out, "init", "Learning curves by initialisation", styles=styles)
     return {**res, "table": text, "png": str(png), "finite": finite(res)}
 
 
-def run_standardise(data=None, out: Path = Path("runs/lab"), budget: str = "full") -> dict:
+def run_standardise(data: Source = None, out: Path = Path("runs/lab"), budget: str = "full") -> dict:
     """Raw pixels in [0, 1] against pixels standardised with the training set's mean and std."""
-    ds, epochs = load_data(data, budget), epochs_for(budget)
+    split, epochs = load_data(data, budget), epochs_for(budget)
     runs, styles = {}, {}
     for colour, lr in zip(("C0", "C1"), (0.01, 0.05), strict=True):
         for std in (False, True):
             key = f"{'standardised' if std else 'raw [0, 1]'}, lr {lr}"
-            runs[key] = train(ds, replace(Recipe(), standardise=std, lr=lr), epochs)
+            runs[key] = train(split, replace(Recipe(), standardise=std, lr=lr), epochs)
             styles[key] = {"color": colour, "linestyle": "-" if std else "--"}
     res = summary(runs)
     text = table(("inputs, learning rate", "loss start", "loss end", "train acc", "val acc"),
                  [(k, r["loss_start"], r["loss_end"], r["train_acc"], r["val_acc"]) for k, r in res.items()],
-                 f"input standardisation: {epochs} epochs, on {ds.source}")
-    png = plot_curves(runs, len(ds.train), out, "standardise", "Learning curves, raw vs standardised",
+                 f"input standardisation: {epochs} epochs, on {split.source}")
+    png = plot_curves(runs, len(split.train), out, "standardise", "Learning curves, raw vs standardised",
                       styles=styles)
     return {**res, "table": text, "png": str(png), "finite": finite(res)}
 
 
-def run_descent(data=None, out: Path = Path("runs/lab"), budget: str = "full") -> dict:
+def run_descent(data: Source = None, out: Path = Path("runs/lab"), budget: str = "full") -> dict:
     """Gradient descent vs SGD vs mini-batch, each given the same training time and learning rate."""
-    ds = load_data(data, budget)
+    split = load_data(data, budget)
     seconds = {"full": 8.0, "smoke": 0.15}[budget]
-    n = len(ds.train.labels)
-    runs = {rule: train(ds, Recipe(rule=rule), epochs=10_000, log_every=max(1, n // 10), max_seconds=seconds)
+    n = len(split.train.labels)
+    runs = {rule: train(split, Recipe(rule=rule), epochs=10_000, log_every=max(1, n // 10), max_seconds=seconds)
             for rule in ("gd", "sgd", "minibatch")}
     names = {"gd": "gradient descent (all N)", "sgd": "SGD (1 sample)", "minibatch": "mini-batch (32)"}
     steps = {"gd": lambda s: s // n, "sgd": lambda s: s, "minibatch": lambda s: -(-s // 32)}  # ≈ updates
@@ -158,7 +168,7 @@ def run_descent(data=None, out: Path = Path("runs/lab"), budget: str = "full") -
     text = table(("update rule", "examples seen", "updates", "train s", "loss end", "train acc", "val acc"),
                  [(names[k], int(r["examples_seen"]), int(r["updates"]), r["seconds"], r["loss_end"],
                    r["train_acc"], r["val_acc"]) for k, r in res.items()],
-                 f"update rules: {seconds:g} s of training each, lr 0.05, on {ds.source}")
+                 f"update rules: {seconds:g} s of training each, lr 0.05, on {split.source}")
 
     fig, (ax_n, ax_t) = new_figure(2)
     for rule, r in runs.items():

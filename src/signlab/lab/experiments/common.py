@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,39 +13,46 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import nn
 
-from signlab.data import SAMPLE_HELDOUT, ImageSet, load_images, split_indices
+from signlab.data import SAMPLE_HELDOUT, DataSplit, ImageSet, load_images, split_indices
 from signlab.errors import UserError
 from signlab.lab import Standardiser, flatten_images, one_hot
 
 BUDGETS = ("full", "smoke")
 SMOKE_TRAIN, SMOKE_VAL = 256, 128  # images kept on a smoke budget: enough to run every code path, fast
+# What an experiment's data= takes: an ImageSet, a dataset folder, or None for the shipped sample.
+Source = ImageSet | str | Path | None
 
 
-@dataclass
-class Data:
-    """A train and a validation part of traffic-sign images, NHWC uint8, with labels 0..m-1."""
+def num_classes(split: DataSplit) -> int:
+    """m, the number of classes: every class the dataset names, even one a small split happens to miss."""
+    return len(split.train.class_names)
 
-    train: ImageSet
-    val: ImageSet
-    m: int  # number of classes
-    source: str  # where it came from, for the printed header
 
-    def columns(self, standardise: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """The lab perceptron's view: X (d, N) pixel columns and one-hot Y (m, N), for train and val."""
-        X_tr, X_va = flatten_images(self.train.images), flatten_images(self.val.images)
-        if standardise:
-            std = Standardiser.fit(X_tr)  # the training part's statistics, for both parts
-            X_tr, X_va = std(X_tr), std(X_va)
-        return X_tr, one_hot(self.train.labels, self.m), X_va, one_hot(self.val.labels, self.m)
+def val_part(split: DataSplit) -> ImageSet:
+    """The validation part, which every lab experiment measures on (load_data always makes one)."""
+    if split.val is None:
+        raise ValueError(f"{split.source}: the lab's experiments need a validation part")
+    return split.val
 
-    def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """torch's view: NCHW float32 standardised per channel with the training part's statistics."""
-        x_tr, x_va = (torch.from_numpy(s.images).permute(0, 3, 1, 2).float() / 255
-                      for s in (self.train, self.val))  # (N, 3, H, W)
-        mean, std = x_tr.mean(dim=(0, 2, 3), keepdim=True), x_tr.std(dim=(0, 2, 3), keepdim=True) + 1e-6
-        y_tr, y_va = (torch.from_numpy(s.labels).long() for s in (self.train, self.val))
-        # contiguous: indexing mini-batches out of a permuted view costs twice the time of a conv epoch
-        return ((x_tr - mean) / std).contiguous(), y_tr, ((x_va - mean) / std).contiguous(), y_va
+
+def columns(split: DataSplit, standardise: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The lab perceptron's view: X (d, N) pixel columns and one-hot Y (m, N), for train and val."""
+    train, val, m = split.train, val_part(split), num_classes(split)
+    X_tr, X_va = flatten_images(train.images), flatten_images(val.images)
+    if standardise:
+        std = Standardiser.fit(X_tr)  # the training part's statistics, for both parts
+        X_tr, X_va = std(X_tr), std(X_va)
+    return X_tr, one_hot(train.labels, m), X_va, one_hot(val.labels, m)
+
+
+def tensors(split: DataSplit) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """torch's view: NCHW float32 standardised per channel with the training part's statistics."""
+    parts = (split.train, val_part(split))
+    x_tr, x_va = (torch.from_numpy(s.images).permute(0, 3, 1, 2).float() / 255 for s in parts)  # (N, 3, H, W)
+    mean, std = x_tr.mean(dim=(0, 2, 3), keepdim=True), x_tr.std(dim=(0, 2, 3), keepdim=True) + 1e-6
+    y_tr, y_va = (torch.from_numpy(s.labels).long() for s in parts)
+    # contiguous: indexing mini-batches out of a permuted view costs twice the time of a conv epoch
+    return ((x_tr - mean) / std).contiguous(), y_tr, ((x_va - mean) / std).contiguous(), y_va
 
 
 def check_budget(budget: str) -> None:
@@ -54,7 +60,7 @@ def check_budget(budget: str) -> None:
         raise UserError(f"budget {budget!r}: use one of {', '.join(BUDGETS)}")
 
 
-def load_data(data: ImageSet | str | Path | None, budget: str, seed: int = 0) -> Data:
+def load_data(data: Source, budget: str, seed: int = 0) -> DataSplit:
     """None: the shipped sample, validated on its held-out part, which has every class (a track-aware
     10 % split of the sample's 2 tracks a class would leave only a few classes to validate on).
     A folder or an ImageSet: split by track with signlab.data.split_indices."""
@@ -70,7 +76,7 @@ def load_data(data: ImageSet | str | Path | None, budget: str, seed: int = 0) ->
         rng = np.random.default_rng(seed)
         train = train.subset(np.sort(rng.permutation(len(train))[:SMOKE_TRAIN]))
         val = val.subset(np.sort(rng.permutation(len(val))[:SMOKE_VAL]))
-    return Data(train, val, len(train.class_names), source)
+    return DataSplit(train, val, source)
 
 
 # --- reporting ----------------------------------------------------------------------------------
