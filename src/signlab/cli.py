@@ -193,7 +193,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
-    from signlab.lab_cli import run_lab
+    from signlab.lab.cli import run_lab
 
     return run_lab(args)
 
