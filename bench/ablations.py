@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 
 from runs import train_run
+
 from signlab.evaluate import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -33,6 +33,7 @@ from signlab.data import load_images, split_indices
 from signlab.evaluate import evaluate
 from signlab.models import count_macs, create_model
 from signlab.predict import load_model, predict_images
+from signlab.runtime import bf16_active
 
 ROOT = Path(__file__).resolve().parents[1]
 KERAS_VENV = ROOT / "bench" / ".venv-keras"
@@ -60,7 +61,7 @@ def run_preset(preset: str, data: str, out: Path, extra: list[str]) -> dict:
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{preset}: training failed")
     rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
-    cfg = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    cfg = TrainConfig.from_dict(TrainConfig.with_legacy_defaults(json.loads((run_dir / "config.json").read_text())))
     macs = count_macs(create_model(cfg.model, **cfg.model_options), cfg.image_size)
     curve = [{"epoch": int(r["epoch"]), "train_seconds": float(r["train_seconds"]),
               "val_accuracy": float(r["val_accuracy"]), "images_per_second": float(r["images_per_second"])}
@@ -68,7 +69,7 @@ def run_preset(preset: str, data: str, out: Path, extra: list[str]) -> dict:
     ips = statistics.median(c["images_per_second"] for c in curve)
     return {"preset": preset, "command": " ".join(cmd[2:]), "wall_seconds": time.perf_counter() - start,
             "macs_per_image": macs, "images_per_second": ips, "gflops": ips * macs * 2 * 3 / 1e9,
-            "peak_rss_mb": usage.ru_maxrss / 1024, "curve": curve, "bf16": cfg.bf16,
+            "peak_rss_mb": usage.ru_maxrss / 1024, "curve": curve, "bf16": bf16_active(torch.device("cpu"), cfg.bf16),
             "seconds_to_99": next((c["train_seconds"] for c in curve if c["val_accuracy"] >= 0.99), None),
             "final_val_accuracy": curve[-1]["val_accuracy"]}
 
@@ -112,7 +113,7 @@ def run_peer(data: str, out: Path, epochs: int) -> dict:
                        check=True)
     cfg = TrainConfig()
     full = load_images(data, size=cfg.image_size, crop=cfg.crop)
-    train_idx, val_idx = split_indices(full, cfg.val_fraction, cfg.seed)  # the same split signlab trains on
+    train_idx, val_idx = split_indices(full, cfg.val_fraction, cfg.split_seed)  # the same split signlab trains on
     npz = out / "peer-data.npz"
     np.savez(npz, x_train=full.images[train_idx], y_train=full.labels[train_idx], x_val=full.images[val_idx],
              y_val=full.labels[val_idx])

@@ -82,26 +82,39 @@ def test_info(tmp_path, capsys):
     assert "zero-byte file" in out
 
 
-def test_model_train_defaults_apply_unless_the_user_sets_them():
-    from signlab.cli import build_parser, train_overrides
+def resolve(*argv, tmp_path=None):
+    from signlab.cli import build_parser, given_train_fields
+    from signlab.config import resolve_train_config
 
-    parse = build_parser().parse_args
-    assert train_overrides(parse(["train", "--model", "mlp"]))["lr"] == 0.02  # the MLP diverges at 0.1
-    assert train_overrides(parse(["train", "--model", "mlp", "--lr", "0.5"]))["lr"] == 0.5
-    assert "lr" not in train_overrides(parse(["train"]))
+    args = build_parser().parse_args(["train", *argv])
+    return resolve_train_config(given_train_fields(args), log=lambda _: None)
+
+
+def test_model_train_defaults_apply_unless_the_user_sets_them():
+    assert resolve("--model", "mlp").lr == 0.02  # the MLP diverges at 0.1
+    assert resolve("--model", "mlp", "--lr", "0.5").lr == 0.5
+    assert resolve().lr == 0.1
 
 
 def test_augmentation_flags_change_one_field_of_the_presets_augmentation(tmp_path):
-    from signlab.cli import build_parser, train_overrides
+    from signlab.augment import AugmentConfig
 
     preset = tmp_path / "p.json"
     preset.write_text(json.dumps({"augment": {"rotate_degrees": 5.0}}))
-    args = build_parser().parse_args(["train", "--preset", str(preset), "--erase", "0.5", "--saturation", "0.3"])
-    assert train_overrides(args)["augment"] == {"rotate_degrees": 5.0, "erase": 0.5, "saturation": 0.3}
-    args = build_parser().parse_args(["train", "--preset", str(preset), "--scale", "0.2", "--translate", "0.15"])
-    assert train_overrides(args)["augment"] == {"rotate_degrees": 5.0, "scale": 0.2, "translate": 0.15}
-    args = build_parser().parse_args(["train", "--preset", str(preset), "--rotate", "15"])
-    assert train_overrides(args)["augment"] == {"rotate_degrees": 15.0}
+    cfg = resolve("--preset", str(preset), "--erase", "0.5", "--saturation", "0.3")
+    assert cfg.augment == AugmentConfig(rotate_degrees=5.0, erase=0.5, saturation=0.3)
+    cfg = resolve("--preset", str(preset), "--scale", "0.2", "--translate", "0.15")
+    assert cfg.augment == AugmentConfig(rotate_degrees=5.0, scale=0.2, translate=0.15)
+    assert resolve("--preset", str(preset), "--rotate", "15").augment == AugmentConfig(rotate_degrees=15.0)
+
+
+def test_the_resolved_config_is_frozen_and_complete():
+    import dataclasses
+
+    cfg = resolve("--preset", "fast")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.lr = 1.0
+    assert cfg.preset == "fast" and cfg.tta is True and cfg.val_data  # the sample's held-out part by default
 
 
 def test_unknown_augment_field_is_one_line(tmp_path, capsys):
@@ -113,10 +126,72 @@ def test_unknown_augment_field_is_one_line(tmp_path, capsys):
 
 
 def test_list_flags_set_model_options(capsys):
-    from signlab.cli import build_parser, train_overrides
-
-    args = build_parser().parse_args(["train", "--widths", "16,32", "--depth", "1,2"])
-    assert train_overrides(args)["model_options"] == {"widths": [16, 32], "depth": [1, 2]}
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["train", "--depth", "1,x"])
+    assert resolve("--widths", "16,32", "--depth", "1,2").model_options == {"widths": [16, 32], "depth": [1, 2]}
+    assert main(["train", "--depth", "1,x"]) == 2
     assert "--depth: '1,x' is not a comma-separated list of integers" in capsys.readouterr().err
+
+
+def test_help_lists_come_from_the_registries(capsys):
+    from signlab.config import preset_names
+    from signlab.models import list_models
+
+    assert main(["train", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert all(name in text for name in list_models()) and all(name in text for name in preset_names())
+    assert "sample)" not in text.split("--preset")[1][:80]  # no preset that does not exist
+
+
+# Every command, bad values: one line on stderr naming the flag, exit 2, before any work (no run folder).
+BAD_VALUES = [
+    (["train", "--batch-size", "0"], "--batch-size: 0: must be at least 1"),
+    (["train", "--batch-size", "x"], "--batch-size: 'x' is not a valid int"),
+    (["train", "--lr", "-1"], "--lr: -1: must be in (0, 100]"),
+    (["train", "--label-smoothing", "2"], "--label-smoothing: 2: must be in [0, 1)"),
+    (["train", "--epochs", "-1"], "--epochs: -1: must be at least 1"),
+    (["train", "--val-fraction", "1.5"], "--val-fraction: 1.5: must be in [0, 1)"),
+    (["train", "--model", "nope"], "--model: nope: unknown model; choose one of"),
+    (["train", "--crop", "middle"], "--crop: middle: use one of roi, full"),
+    (["train", "--bf16", "maybe"], "--bf16: maybe: use one of auto, on, off"),
+    (["train", "--device", "tpu"], "--device: tpu: use one of auto, cpu, cuda"),
+    (["train", "--image-size", "4"], "--image-size: 4: must be in [8, 512]"),
+    (["train", "--ema", "1"], "--ema: 1: must be in [0, 1)"),
+    (["train", "--flips", "-0.5"], "--flips: -0.5: must be in [0, 1]"),
+    (["train", "--rotate", "400"], "--rotate: 400: must be in [0, 180]"),
+    (["train", "--keep", "0"], "--keep: 0: must be at least 1"),
+    (["train", "--widths", "16,0"], "--widths: 16,0: must be at least 1"),
+    (["train", "--activation", "swish"], "--activation: swish: use one of sigmoid, tanh, relu"),
+    (["train", "--split-seed", "-2"], "--split-seed: -2: must be at least 0"),
+    (["train", "--data", "NOPE"], "--data: NOPE: no such folder"),
+    (["train", "--depth", "1,2"], "--model signnet: bad model option"),
+    (["train", "--preset", "nope"], "--preset nope: no such preset"),
+    (["evaluate", "RUN", "--device", "gpu"], "--device: gpu: use one of auto, cpu, cuda"),
+    (["evaluate", "RUN", "--batch-size", "0"], "--batch-size: 0: must be at least 1"),
+    (["evaluate"], "the following arguments are required: RUN_DIR_OR_WEIGHTS"),
+    (["predict", "RUN", "x.png", "--top-k", "0"], "--top-k: 0: must be at least 1"),
+    (["predict", "RUN"], "the following arguments are required: PATH"),
+    (["info"], "the following arguments are required: DIR"),
+    (["info", "NOPE"], "NOPE: no such folder"),
+    (["lab", "nope"], "lab nope: unknown experiment"),
+    (["lab", "descent", "--budget", "huge"], "--budget: invalid choice"),
+]
+
+
+@pytest.mark.parametrize("argv, message", BAD_VALUES, ids=[" ".join(a) for a, _ in BAD_VALUES])
+def test_bad_values_are_one_line_and_exit_2_before_any_work(tmp_path, monkeypatch, capfd, argv, message):
+    monkeypatch.chdir(tmp_path)
+    done = signlab(*argv, "--out", tmp_path / "run") if argv[0] == "train" else signlab(*argv)
+    assert done.returncode == 2, done.stderr
+    err = done.stderr.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith("signlab") and message in err, err
+    assert not (tmp_path / "run").exists()  # nothing was started
+
+
+def test_a_preset_is_held_to_the_flags_ranges(tmp_path, capsys):
+    preset = tmp_path / "p.json"
+    preset.write_text(json.dumps({"batch_size": 0}))
+    assert main(["train", "--preset", str(preset), "--out", str(tmp_path / "run")]) == 2
+    assert f"--batch-size 0: must be at least 1 (from --preset {preset})" in capsys.readouterr().err
+    preset.write_text(json.dumps({"epochs": "3"}))
+    assert main(["train", "--preset", str(preset), "--out", str(tmp_path / "run")]) == 2
+    assert "--epochs 3: must be an integer" in capsys.readouterr().err

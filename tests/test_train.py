@@ -1,5 +1,6 @@
 import csv
 import json
+import math
 import shutil
 
 import pytest
@@ -43,14 +44,21 @@ def assert_same(a, b):
 def test_run_folder_layout_and_metrics(tmp_path, tiny):
     code, out = run(tmp_path, "a", *tiny)
     assert code == 0
-    for name in ("config.json", "metrics.csv", "last.safetensors", "best.safetensors", "skipped.txt"):
+    for name in ("config.json", "metrics.csv", "last.safetensors", "best.safetensors", "skipped.txt", "split.json"):
         assert (out / name).is_file(), name
     rows = list(csv.DictReader(open(out / "metrics.csv")))
     assert [r["epoch"] for r in rows] == ["1", "2"]
-    for field in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "images_per_second",
-                  "train_seconds"):
-        assert float(rows[-1][field]) >= 0
-    assert float(rows[1]["train_seconds"]) > float(rows[0]["train_seconds"])
+    split = json.loads((out / "split.json").read_text())
+    assert split["train_images"] + split["val_images"] == 48 and split["val_images"] == 12  # 1 of 4 tracks
+    steps = split["train_images"] // TINY["batch_size"]
+    cfg = TrainConfig(**{k: v for k, v in TINY.items() if k != "model_options"})
+    for epoch, r in enumerate(rows, start=1):  # the schedule's value at the epoch's last step
+        assert float(r["lr"]) == pytest.approx(lr_at(epoch * steps - 1, 2 * steps, cfg))
+        assert round(float(r["val_accuracy"]) * 12) == pytest.approx(float(r["val_accuracy"]) * 12)  # k of 12
+    assert float(rows[1]["train_seconds"]) == pytest.approx(float(rows[0]["epoch_seconds"])
+                                                            + float(rows[1]["epoch_seconds"]), rel=1e-6)
+    best = json.loads((out / "best.json").read_text())
+    assert best["val_accuracy"] == max(float(r["val_accuracy"]) for r in rows)
     assert len(list_checkpoints(out)) == 2
     assert json.loads((out / "config.json").read_text())["model_options"] == TINY["model_options"]
 
@@ -122,9 +130,103 @@ def test_ema_decay_ramps_up_so_short_runs_forget_the_initial_weights():
     assert torch.allclose(ema["weight"], torch.full((1, 2), 0.001))
 
 
-def test_compile_trains_and_reports_its_first_step(tmp_path, tiny, capsys):
-    """torch.compile generates C++ on the CPU: about half a minute, hence one short run."""
-    code, out = run(tmp_path, "compiled", *tiny, "--epochs", "1", "--compile")
-    assert code == 0 and (out / "best.safetensors").is_file()
-    assert "compile: the first step took" in capsys.readouterr().out
-    assert json.loads((out / "config.json").read_text())["compile"] is True
+def test_compiled_run_with_ema_resumes_exactly_and_reports_its_first_step(tmp_path, tiny, capsys):
+    """torch.compile generates C++ on the CPU (about half a minute a compilation), hence one run, cut and
+    resumed: the resumed process compiles again and must end with the uninterrupted run's weights."""
+    code, full = run(tmp_path, "compiled", *tiny, "--compile", "--ema", "0.9")
+    assert code == 0 and "compile: the first step took" in capsys.readouterr().out
+    assert json.loads((full / "config.json").read_text())["compile"] is True
+    cut = tmp_path / "cut"
+    shutil.copytree(full, cut)
+    shutil.rmtree(list_checkpoints(cut)[0])
+    code, _ = run(tmp_path, "cut", *tiny, "--compile", "--ema", "0.9", "--resume")
+    assert code == 0 and "compile: the first step took" in capsys.readouterr().out
+    assert_same(weights(full), weights(cut))
+
+
+def test_resume_with_ema_is_exact(tmp_path, tiny):
+    _, full = run(tmp_path, "full", *tiny, "--ema", "0.9")
+    _, cut = run(tmp_path, "cut", *tiny, "--ema", "0.9")
+    shutil.rmtree(list_checkpoints(cut)[0])
+    assert run(tmp_path, "cut", *tiny, "--ema", "0.9", "--resume")[0] == 0
+    assert any(k.startswith("ema.") for k in weights(cut)) and any(k.startswith("ema.") for k in weights(full))
+    assert_same(weights(full), weights(cut))
+
+
+def test_force_resume_adding_ema_starts_the_average_from_the_restored_weights(tmp_path, tiny, capsys):
+    _, out = run(tmp_path, "a", *tiny)
+    shutil.rmtree(list_checkpoints(out)[0])  # epoch 2 to run again, now with an EMA
+    capsys.readouterr()
+    code, _ = run(tmp_path, "a", *tiny, "--resume", "--force-resume", "--ema", "0.9")
+    text = capsys.readouterr().out
+    assert code == 0 and "resume: overriding ema: 0.0 -> 0.9" in text and "the average starts from" in text
+    assert any(k.startswith("ema.") for k in weights(out))
+
+
+def test_split_seed_draws_the_split_apart_from_the_seed(tmp_path, tiny):
+    def val_hash(*extra):
+        _, out = run(tmp_path, f"s{len(list(tmp_path.iterdir()))}", *tiny, "--epochs", "1", *extra)
+        return json.loads((out / "split.json").read_text())["val_sha256"]
+
+    base = val_hash()
+    assert val_hash("--seed", "5") == base  # another initialisation, the same validation tracks
+    assert val_hash("--split-seed", "5") != base
+
+
+def test_evaluate_refuses_when_the_data_changed_since_training(tmp_path, tiny, capsys):
+    data, _ = tiny
+    _, out = run(tmp_path, "a", *tiny, "--epochs", "1")
+    assert main(["evaluate", str(out), "--json"]) == 0
+    make_gtsrb_train(tmp_path / "more", classes=(1,), tracks=1, frames=4, seed=7)  # one more track of class 1
+    for f in (tmp_path / "more" / "Images" / "00001").glob("*.ppm"):
+        shutil.copy(f, data / "Images" / "00001" / f.name.replace("00000_", "00009_"))
+    rows = (tmp_path / "more" / "Images" / "00001" / "GT-00001.csv").read_text().splitlines()[1:]
+    with open(data / "Images" / "00001" / "GT-00001.csv", "a") as fh:
+        fh.write("".join(row.replace("00000_", "00009_") + "\n" for row in rows))
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--json"]) == 2
+    assert "the dataset folder changed since training" in capsys.readouterr().err
+    assert main(["evaluate", str(out), "--json", "--data", str(data)]) == 0
+
+
+def test_val_data_with_a_class_missing_keeps_the_other_labels(tmp_path):
+    """Class-per-folder sets number classes by position: a validation folder without `b` must not turn `c`
+    into class 1."""
+    from conftest import make_folders
+
+    from signlab.config import resolve_train_config
+    from signlab.train import prepare_data
+
+    train_dir = make_folders(tmp_path / "train", names=("a", "b", "c"))
+    val_dir = make_folders(tmp_path / "val", names=("a", "c"))
+    cfg = resolve_train_config({"data": str(train_dir), "val_data": str(val_dir), "out": str(tmp_path / "r")})
+    split, _ = prepare_data(cfg, log=lambda _: None)
+    assert split.val.class_names == ["a", "b", "c"]
+    assert sorted(set(split.val.labels.tolist())) == [0, 2]
+    assert all(split.val.labels[i] == (0 if "/a/" in p else 2) for i, p in enumerate(split.val.paths))
+
+
+def test_bf16_forced_on_trains_finite_agrees_with_fp32_and_resumes_exactly(tmp_path, tiny):
+    """The bf16 path on any CPU (emulated without bf16 arithmetic): what must hold there, not fp32 numbers."""
+    import torch
+
+    from signlab.inference import predict_logits
+    from signlab.predict import load_model
+
+    _, full = run(tmp_path, "full", *tiny, "--bf16", "on", "--epochs", "3")
+    _, cut = run(tmp_path, "cut", *tiny, "--bf16", "on", "--epochs", "3")
+    shutil.rmtree(list_checkpoints(cut)[0])
+    assert run(tmp_path, "cut", *tiny, "--bf16", "on", "--epochs", "3", "--resume")[0] == 0
+    assert_same(weights(full), weights(cut))
+    rows = list(csv.DictReader(open(full / "metrics.csv")))
+    assert all(math.isfinite(float(r[k])) for r in rows for k in ("train_loss", "val_loss"))
+    loaded = load_model(full, torch.device("cpu"))
+    from signlab.data import load_images
+
+    images = loaded.preprocessing.normalize(load_images(tiny[0]).images)
+    logits = {mode: predict_logits(loaded.model, images, loaded.preprocessing, torch.device("cpu"), bf16=mode)
+              for mode in ("on", "off")}
+    assert all(torch.isfinite(v).all() for v in logits.values())
+    assert not torch.equal(logits["on"], logits["off"])  # bf16 really ran
+    agree = (logits["on"].argmax(1) == logits["off"].argmax(1)).float().mean()
+    assert agree >= 0.95, agree

@@ -12,17 +12,25 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from signlab.options import between, option
 
-@dataclass
+
+@dataclass(frozen=True)
 class AugmentConfig:
-    rotate_degrees: float = 10.0  # ± uniform
-    scale: float = 0.1  # zoom factor in 1 ± scale
-    translate: float = 0.1  # ± fraction of the image side
-    brightness: float = 0.2  # additive, in standard deviations of the standardised input
-    contrast: float = 0.2  # multiplicative, 1 ± contrast
-    saturation: float = 0.0  # colour kept, 1 ± saturation around the image's grey (0 = grey, 1 = unchanged)
-    erase: float = 0.0  # probability of replacing one random rectangle (2-20 % of the image) by noise
-    color_cast: float = 0.0  # per channel: gain 1 ± this and shift ± this (std devs): tinted light and ink
+    rotate_degrees: float = option(10.0, "--rotate", "random rotation ± this many degrees (default 10)",
+                                   between(0, 180))
+    scale: float = option(0.1, "--scale", "random zoom 1 ± this (default 0.1)", between(0, 1, high_open=True))
+    translate: float = option(0.1, "--translate", "random shift ± this share of the side (default 0.1)",
+                              between(0, 1))
+    brightness: float = option(0.2, None, "additive, in standard deviations of the standardised input",
+                               between(0, 5))
+    contrast: float = option(0.2, None, "multiplicative, 1 ± contrast", between(0, 1, high_open=True))
+    saturation: float = option(0.0, "--saturation", "saturation jitter: colour kept is 1 ± this (0 = off)",
+                               between(0, 1))
+    erase: float = option(0.0, "--erase", "probability of erasing a random rectangle (2-20 % of the image) "
+                          "per image (0 = off)", between(0, 1))
+    color_cast: float = option(0.0, "--color-cast", "per-channel gain 1 ± this and shift ± this in standard "
+                               "deviations: tinted light and ink (0 = off)", between(0, 1))
 
     def is_identity(self) -> bool:
         return not any((self.rotate_degrees, self.scale, self.translate, self.brightness, self.contrast,

@@ -4,100 +4,87 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from pathlib import Path
+from dataclasses import MISSING
 
 from signlab.errors import UserError
+from signlab.options import Option, argparse_type, at_least, declared, one_of
+from signlab.runtime import DEVICES
 
-# Train flags: (flag, config field, type, help). Defaults live in TrainConfig, not here: a flag left out
-# is None, so `--resume` can tell the flags a user gave from the run's saved config.
-TRAIN_FLAGS = [
-    ("--data", "data", str, "dataset folder (default: the shipped GTSRB sample)"),
-    ("--val-data", "val_data", str, "validate on this folder instead of a split of --data"),
-    ("--val-fraction", "val_fraction", float, "share of tracks held out for validation (default 0.1)"),
-    ("--model", "model", str, "model name: mlp, lenet, signnet (default signnet)"),
-    ("--epochs", "epochs", int, "epochs to train"),
-    ("--batch-size", "batch_size", int, "images per step"),
-    ("--lr", "lr", float, "peak learning rate"),
-    ("--optimizer", "optimizer", str, "sgd (Nesterov momentum) or adamw"),
-    ("--weight-decay", "weight_decay", float, "weight decay"),
-    ("--label-smoothing", "label_smoothing", float, "label smoothing of cross-entropy"),
-    ("--loss", "loss", str, "cross_entropy or squared (the lecture's squared error)"),
-    ("--init", "init", str, "default or normal (the lecture's N(0, 0.1))"),
-    ("--ema", "ema", float, "EMA decay of the weights per step (0 = off)"),
-    ("--image-size", "image_size", int, "input side in pixels"),
-    ("--crop", "crop", str, "roi (crop the annotated sign) or full (whole frame)"),
-    ("--contrast", "contrast", str, "none or equalize (histogram equalisation of each image's luminance)"),
-    ("--flips", "flips", float, "probability of a class-aware flip, GTSRB classes only (0 = off)"),
-    ("--warmup", "warmup", float, "share of the steps spent warming up to the peak learning rate"),
-    ("--out", "out", str, "run folder (default runs/latest)"),
-    ("--seed", "seed", int, "random seed"),
-    ("--device", "device", str, "auto, cpu or cuda"),
-    ("--threads", "threads", int, "CPU threads (default: all cores)"),
-    ("--keep", "keep", int, "epoch checkpoints kept besides the best (default 3)"),
-    ("--max-bad-fraction", "max_bad_fraction", float, "stop if more of the images are unusable (default 0.01)"),
-    ("--max-image-pixels", "max_image_pixels", int, "refuse larger images as decompression bombs"),
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line (no usage block) and exit 2, like every other user error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
+def add_options(parser: argparse.ArgumentParser, declared: list[tuple[str, object, Option]]) -> None:
+    """Flags from option declarations (dest, default, Option): a bool default is a switch that flips it; any
+    other default's type parses and the Option's check validates the value as argparse reads it. A flag left
+    out is None, so resolve_train_config can tell the flags a user gave from presets and saved configs."""
+    for dest, default, opt in declared:
+        if opt.flag is None:
+            continue
+        text = opt.help.replace("%", "%%")
+        if isinstance(default, bool):
+            parser.add_argument(opt.flag, dest=dest, action="store_const", const=not default, default=None,
+                                help=text)
+        else:
+            base = type(default) if default is not None else str
+            parser.add_argument(opt.flag, dest=dest, type=argparse_type(opt, base), default=None, help=text)
+
+
+def train_options() -> list[tuple[str, object, Option]]:
+    """Every training flag: TrainConfig's fields, augmentation (dest augment.NAME), model options."""
+    from signlab.augment import AugmentConfig
+    from signlab.config import MODEL_OPTIONS, TrainConfig
+
+    def default(f):
+        return f.default if f.default is not MISSING else None
+
+    found = [(f.name, default(f), o) for f, o in declared(TrainConfig)]
+    found += [(f"augment.{f.name}", default(f), o) for f, o in declared(AugmentConfig)]
+    found += [(f"model_options.{name}", None, o) for name, o in MODEL_OPTIONS.items()]
+    return found
+
+
+INFERENCE_OPTIONS = [  # evaluate and predict
+    ("device", "auto", Option("--device", "auto, cpu or cuda", one_of(*DEVICES))),
+    ("batch_size", 256, Option("--batch-size", "images per forward pass (default 256)", at_least(1))),
 ]
-SWITCHES = [
-    ("--resume", "resume", True, "continue from the newest good checkpoint in --out"),
-    ("--overwrite", "overwrite", True, "start again in a run folder that already holds a run"),
-    ("--force-resume", "force_resume", True, "resume even if flags change the saved config"),
-    ("--no-bf16", "bf16", False, "train in fp32 (bf16 autocast is on where the hardware has it)"),
-    ("--no-channels-last", "channels_last", False, "keep NCHW memory layout"),
-    ("--no-progress", "progress", False, "no progress bar"),
-    ("--compile", "compile", True, "torch.compile the model (the first step compiles: ~45 s on a CPU)"),
-    ("--tta", "tta", True, "evaluate and predict apply test-time augmentation to this model by default"),
-]
-AUGMENT_FLAGS = [("--rotate", "rotate_degrees", float, "random rotation ± this many degrees (default 10)"),
-                 ("--scale", "scale", float, "random zoom 1 ± this (default 0.1)"),
-                 ("--translate", "translate", float, "random shift ± this share of the side (default 0.1)"),
-                 ("--erase", "erase", float, "probability of erasing a random rectangle per image (0 = off)"),
-                 ("--saturation", "saturation", float, "saturation jitter: colour kept is 1 ± this (0 = off)"),
-                 ("--color-cast", "color_cast", float, "per-channel gain 1 ± this and shift ± this (0 = off)")]
-
-
-def int_list(text: str) -> list[int]:
-    """argparse type for comma-separated counts: "16,32,64"."""
-    try:
-        return [int(v) for v in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers, e.g. 16,32,64") from None
-
-
-MODEL_FLAGS = [("--hidden", "hidden", int, "mlp: hidden units"),
-               ("--activation", "activation", str, "mlp: sigmoid, tanh or relu"),
-               ("--widths", "widths", int_list, "signnet: channels per stage, e.g. 16,32,64"),
-               ("--depth", "depth", int_list, "signnet: 3x3 convs per stage, e.g. 2,2,2 (one count: every stage)")]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="signlab", description="Traffic-sign recognition on GTSRB.")
+    from signlab.models import list_models
+
+    parser = Parser(prog="signlab", description="Traffic-sign recognition on GTSRB.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model")
-    t.add_argument("--preset", help="named config (fast, best, sample) or a .json file; flags override it")
-    for flag, dest, typ, text in TRAIN_FLAGS + AUGMENT_FLAGS + MODEL_FLAGS:
-        t.add_argument(flag, dest=dest, type=typ, default=None, help=text)
-    for flag, dest, value, text in SWITCHES:
-        t.add_argument(flag, dest=dest, action="store_const", const=value, default=None, help=text)
+    add_options(t, train_options())
+    model_flag = next(a for a in t._actions if a.dest == "model")
+    model_flag.help = f"model name: {', '.join(list_models())} (default signnet)"
 
     e = sub.add_parser("evaluate", help="evaluate a trained model")
     e.add_argument("target", metavar="RUN_DIR_OR_WEIGHTS")
     e.add_argument("--data", help="dataset folder (default: the run's validation data)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--report", metavar="DIR", help="write confusion matrix, per-class CSV and galleries here")
-    e.add_argument("--device", default="auto")
     e.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="test-time augmentation (default: as the model was trained to be used)")
+    add_options(e, INFERENCE_OPTIONS)
 
     p = sub.add_parser("predict", help="classify image files")
     p.add_argument("target", metavar="RUN_DIR_OR_WEIGHTS")
     p.add_argument("paths", nargs="+", metavar="PATH")
-    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--top-k", type=argparse_type(Option("--top-k", "", at_least(1)), int), default=3,
+                   help="classes listed per image (default 3)")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--device", default="auto")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="test-time augmentation (default: as the model was trained to be used)")
+    add_options(p, INFERENCE_OPTIONS)
 
     i = sub.add_parser("info", help="describe a dataset folder")
     i.add_argument("dir", metavar="DIR")
@@ -111,59 +98,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def train_overrides(args: argparse.Namespace) -> dict:
-    """The config fields the user set: the preset's, then the flags given (flags win)."""
-    from signlab.config import load_preset
-
-    overrides = load_preset(args.preset) if args.preset else {}
-    if args.model and args.model != overrides.get("model", args.model):
-        overrides.pop("model_options", None)  # a preset's model options belong to the preset's model
-    for _, dest, *_ in TRAIN_FLAGS + SWITCHES:
-        value = getattr(args, dest)
-        if value is not None:
-            overrides[dest] = value
-    for key, flags in (("augment", AUGMENT_FLAGS), ("model_options", MODEL_FLAGS)):  # nested: merge, not replace
-        given = {dest: getattr(args, dest) for _, dest, *_ in flags if getattr(args, dest) is not None}
-        if given:
-            overrides[key] = {**overrides.get(key, {}), **given}
-    if args.preset:
-        overrides["preset"] = args.preset
-    if not args.resume:  # on resume the saved config already holds them
-        from signlab.models import train_defaults
-
-        for key, value in train_defaults(overrides.get("model", "signnet")).items():
-            overrides.setdefault(key, value)
-    for key in ("data", "val_data"):  # absolute paths, so a resume from another folder finds the same data
-        if overrides.get(key):
-            overrides[key] = str(Path(overrides[key]).resolve())
-    return overrides
+def given_train_fields(args: argparse.Namespace) -> dict:
+    """The training fields set by flags, with augment.NAME and model_options.NAME nested into dicts."""
+    given: dict = {}
+    for dest, _, _ in train_options():
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        head, _, name = dest.partition(".")
+        if name:
+            given.setdefault(head, {})[name] = value
+        else:
+            given[dest] = value
+    return given
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from signlab.config import TrainConfig
+    from signlab.config import resolve_train_config
     from signlab.train import train
 
-    overrides = train_overrides(args)
-    cfg = TrainConfig.from_dict(overrides)
-    train(cfg, overrides)
+    is_main = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 speaks
+    train(resolve_train_config(given_train_fields(args), print if is_main else (lambda _: None)))
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from signlab.evaluate import evaluate, format_summary
 
-    summary = evaluate(args.target, args.data, args.report, args.device, args.tta)
+    summary = evaluate(args.target, args.data, args.report, args.device or "auto", args.tta, args.batch_size or 256)
     print(json.dumps(summary) if args.json else format_summary(summary))
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from signlab.predict import load_model, pick_device, predict_files
+    from signlab.predict import load_model, predict_files
+    from signlab.runtime import pick_device
 
-    if args.top_k < 1:
-        raise UserError(f"--top-k {args.top_k}: must be at least 1")
-    device = pick_device(args.device)
-    results = predict_files(load_model(args.target, device), args.paths, device, args.top_k, tta=args.tta)
+    device = pick_device(args.device or "auto")
+    results = predict_files(load_model(args.target, device), args.paths, device, args.top_k, args.batch_size or 256,
+                            tta=args.tta)
     if args.json:
         print(json.dumps(results))
         return 0
@@ -199,7 +172,10 @@ def cmd_lab(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # a bad flag (one line already printed), or --help
+        return e.code if isinstance(e.code, int) else 2
     handler = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "info": cmd_info,
                "lab": cmd_lab}[args.command]
     try:

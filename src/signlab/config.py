@@ -1,70 +1,108 @@
-"""The training configuration: one dataclass that travels whole, saved as RUN/config.json."""
+"""The training configuration: one frozen dataclass, resolved once, that travels whole; saved as RUN/config.json.
+
+Each field declares its flag, help and range (signlab.options), so the CLI, presets and saved configs are held
+to the same rules. `resolve_train_config` is the one place that assembles a config: the preset, the flags, the
+model's training defaults, the saved config on --resume and the default data, then checks the result.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from signlab.augment import AugmentConfig
+from signlab.contrast import CONTRAST_METHODS
 from signlab.errors import UserError
+from signlab.options import Option, at_least, between, each, int_list, one_of, option, validate
+from signlab.runtime import BF16_MODES, DEVICES
 
 PRESET_DIR = Path(__file__).parent / "presets"
 # Fields that may differ on --resume without changing what is being trained. The device and thread count
 # are free too, though bit-identical weights are only promised on the same machine and thread count.
 RESUME_FREE_FIELDS = {"out", "resume", "overwrite", "device", "threads", "keep", "force_resume", "progress",
                       "max_bad_fraction", "max_image_pixels", "tta"}
-
-# Fields whose default changed, with the value that configs saved before they existed meant.
-LEGACY_DEFAULTS = {"contrast": "none"}
+NESTED_FIELDS = ("augment", "model_options")  # a flag inside these changes that key, not the whole dict
 
 
-@dataclass
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.json"))
+
+
+def check_model(name: str) -> str | None:
+    from signlab.models import list_models
+
+    return None if name in list_models() else f"unknown model; choose one of {', '.join(list_models())}"
+
+
+def check_folder(path: str) -> str | None:
+    return None if Path(path).is_dir() else "no such folder; give a GTSRB or class-per-folder dataset folder"
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     # data
-    data: str | None = None  # dataset folder; None = the shipped sample's training part
-    val_data: str | None = None  # validate on this folder instead of a split of `data`
-    val_fraction: float = 0.1  # share of tracks held out for validation
-    image_size: int = 32  # pixels, square
-    crop: str = "roi"  # roi: crop the annotated sign; full: the whole frame
-    contrast: str = "equalize"  # none or equalize: per-image histogram equalisation of the luminance
-    max_bad_fraction: float = 0.01  # stop before training if more of the images are unusable
-    max_image_pixels: int = 40_000_000  # larger images are refused as decompression bombs
+    data: str | None = option(None, "--data", "dataset folder (default: the shipped GTSRB sample)", check_folder)
+    val_data: str | None = option(None, "--val-data", "validate on this folder instead of a split of --data",
+                                  check_folder)
+    val_fraction: float = option(0.1, "--val-fraction", "share of tracks held out for validation (default 0.1)",
+                                 between(0, 1, high_open=True))
+    split_seed: int = option(0, "--split-seed", "seed of the validation split, apart from --seed (default 0)",
+                             at_least(0))
+    image_size: int = option(32, "--image-size", "input side in pixels (default 32)", between(8, 512))
+    crop: str = option("roi", "--crop", "roi (crop the annotated sign) or full (whole frame)", one_of("roi", "full"))
+    contrast: str = option("equalize", "--contrast", "none or equalize (histogram equalisation of each image's "
+                           "luminance; default)", one_of(*CONTRAST_METHODS))
+    max_bad_fraction: float = option(0.01, "--max-bad-fraction", "stop if more of the images are unusable "
+                                     "(default 0.01)", between(0, 1))
+    max_image_pixels: int = option(40_000_000, "--max-image-pixels", "refuse larger images as decompression bombs",
+                                   at_least(1))
     # model
-    model: str = "signnet"
-    model_options: dict = field(default_factory=dict)  # passed to the model factory (e.g. hidden, widths)
-    init: str = "default"  # default (PyTorch's He-style) or normal: N(0, 0.1) as in the lecture
+    model: str = option("signnet", "--model", "model name (default signnet)", check_model)
+    model_options: dict = option(None, None, "passed to the model factory", default_factory=dict)
+    init: str = option("default", "--init", "default (PyTorch's He-style) or normal (the lecture's N(0, 0.1))",
+                       one_of("default", "normal"))
     # optimisation
-    epochs: int = 10
-    batch_size: int = 128  # images per step, over all processes
-    optimizer: str = "sgd"  # sgd (Nesterov momentum) or adamw
-    lr: float = 0.1  # peak learning rate of the one-cycle schedule
-    momentum: float = 0.9
-    weight_decay: float = 5e-4  # on weights only; BN and biases are not decayed
-    warmup: float = 0.2  # share of all steps spent rising to the peak learning rate
-    label_smoothing: float = 0.1
-    loss: str = "cross_entropy"  # cross_entropy or squared (the lecture's squared error on sigmoid outputs)
-    ema: float = 0.0  # decay of the weights' exponential moving average per step; 0 = off
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    tta: bool = False  # evaluate and predict average over test-time views (predict.TTA_VIEWS) by default
-    flips: float = 0.0  # probability of a class-aware flip (GTSRB classes only); 0 = off
+    epochs: int = option(10, "--epochs", "epochs to train (default 10)", at_least(1))
+    batch_size: int = option(128, "--batch-size", "images per step, over all processes (default 128)", at_least(1))
+    optimizer: str = option("sgd", "--optimizer", "sgd (Nesterov momentum) or adamw", one_of("sgd", "adamw"))
+    lr: float = option(0.1, "--lr", "peak learning rate of the one-cycle schedule (default 0.1)",
+                       between(0, 100, low_open=True))
+    momentum: float = option(0.9, "--momentum", "SGD momentum (default 0.9)", between(0, 1, high_open=True))
+    weight_decay: float = option(5e-4, "--weight-decay", "on weights only; BN and biases are not decayed",
+                                 between(0, 1))
+    warmup: float = option(0.2, "--warmup", "share of the steps spent rising to the peak learning rate",
+                           between(0, 1))
+    label_smoothing: float = option(0.1, "--label-smoothing", "label smoothing of cross-entropy (default 0.1)",
+                                    between(0, 1, high_open=True))
+    loss: str = option("cross_entropy", "--loss", "cross_entropy or squared (the lecture's squared error on "
+                       "sigmoid outputs)", one_of("cross_entropy", "squared"))
+    ema: float = option(0.0, "--ema", "EMA decay of the weights per step (0 = off)", between(0, 1, high_open=True))
+    augment: AugmentConfig = option(None, None, "training augmentation", default_factory=AugmentConfig)
+    tta: bool = option(False, "--tta", "evaluate and predict apply test-time augmentation to this model by default")
+    flips: float = option(0.0, "--flips", "probability of a class-aware flip, GTSRB classes only (0 = off)",
+                          between(0, 1))
     # machine
-    bf16: bool = True  # bf16 autocast where the hardware has it (CPU with AVX-512 bf16, CUDA)
-    channels_last: bool = True
-    compile: bool = False  # torch.compile the model (pays on long runs: the first step compiles for ~45 s on CPU)
-    device: str = "auto"  # auto, cpu or cuda
-    threads: int = 0  # torch intra-op threads; 0 = all cores
-    seed: int = 0
+    bf16: str = option("auto", "--bf16", "bf16 autocast: auto (where the hardware has bf16 arithmetic), on "
+                       "(emulated, slow, elsewhere) or off", one_of(*BF16_MODES))
+    channels_last: bool = option(True, "--no-channels-last", "keep NCHW memory layout")
+    compile: bool = option(False, "--compile", "torch.compile the model (the first step compiles: ~45 s on a CPU)")
+    sync_bn: bool = option(False, "--sync-bn", "under torchrun: BatchNorm statistics over the global batch")
+    device: str = option("auto", "--device", "auto, cpu or cuda", one_of(*DEVICES))
+    threads: int = option(0, "--threads", "CPU threads (default 0: OMP_NUM_THREADS, else the cores allowed)",
+                          at_least(0))
+    seed: int = option(0, "--seed", "seed of the initialisation, data order and augmentation", at_least(0))
     # run folder
-    out: str = "runs/latest"
-    resume: bool = False
-    overwrite: bool = False  # start again in a run folder that holds a run
-    force_resume: bool = False  # resume even if the config differs, saying what it overrides
-    keep: int = 3  # epoch checkpoints kept besides the best
-    progress: bool = True  # progress bar per epoch
-    preset: str | None = None
+    out: str = option("runs/latest", "--out", "run folder (default runs/latest)")
+    resume: bool = option(False, "--resume", "continue from the newest good checkpoint in --out")
+    overwrite: bool = option(False, "--overwrite", "start again in a run folder that already holds a run")
+    force_resume: bool = option(False, "--force-resume", "resume even if flags change the saved config")
+    keep: int = option(3, "--keep", "epoch checkpoints kept besides the best (default 3)", at_least(1))
+    progress: bool = option(True, "--no-progress", "no progress bar")
+    preset: str | None = option(None, "--preset", f"named config ({', '.join(preset_names())}) or a .json file; "
+                                "flags override it")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -87,9 +125,12 @@ class TrainConfig:
 
     @staticmethod
     def with_legacy_defaults(saved: dict) -> dict:
-        """A saved config (config.json, a weights file) from before a field existed meant that field's old
-        behaviour, not today's default: weights trained on raw pixels must be evaluated on raw pixels."""
-        return {**LEGACY_DEFAULTS, **saved}
+        """A config saved before a field existed meant that field's old behaviour, not today's default: weights
+        trained on raw pixels must be evaluated on raw pixels; one --seed drew the validation split too."""
+        saved = {"contrast": "none", "split_seed": saved.get("seed", 0), **saved}
+        if isinstance(saved.get("bf16"), bool):  # bf16 was a bool meaning "where the hardware has it"
+            saved["bf16"] = "auto" if saved["bf16"] else "off"
+        return saved
 
     def save(self, path: Path) -> None:
         """Atomically: a kill mid-write must not leave a half file that breaks --resume."""
@@ -98,16 +139,28 @@ class TrainConfig:
         os.replace(tmp, path)
 
 
+# Options of the model factories, set with flags and kept in TrainConfig.model_options.
+MODEL_OPTIONS = {
+    "hidden": Option("--hidden", "mlp: hidden units", at_least(1), int),
+    "activation": Option("--activation", "mlp: sigmoid, tanh or relu", one_of("sigmoid", "tanh", "relu"), str),
+    "widths": Option("--widths", "signnet: channels per stage, e.g. 16,32,64", each(at_least(1)), int_list),
+    "depth": Option("--depth", "signnet: 3x3 convs per stage, e.g. 2,2,2 (one count: every stage)",
+                    each(at_least(1)), int_list),
+}
+
+
 def load_preset(name: str) -> dict:
     """A preset is a JSON file of TrainConfig fields shipped in signlab/presets/ (or any path)."""
     path = Path(name) if name.endswith(".json") else PRESET_DIR / f"{name}.json"
     if not path.is_file():
-        names = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.json")))
-        raise UserError(f"--preset {name}: no such preset; choose one of {names} or give a .json file")
+        raise UserError(f"--preset {name}: no such preset; choose one of {', '.join(preset_names())} "
+                        f"or give a .json file")
     try:
         preset = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise UserError(f"{path}: not valid JSON ({e}); fix the file") from None
+    if not isinstance(preset, dict):
+        raise UserError(f"{path}: a preset is a JSON object of config fields; fix the file")
     preset.pop("_comment", None)
     return preset
 
@@ -118,20 +171,67 @@ def config_differences(saved: dict, current: dict) -> list[str]:
     return [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in sorted(keys) if saved.get(k) != current.get(k)]
 
 
-def resolve_config(cfg: TrainConfig, overrides: dict, log: Callable[[str], object] = print) -> TrainConfig:
-    """On --resume the saved config is the base; explicitly given flags that change it need --force-resume."""
-    saved_path = Path(cfg.out) / "config.json"
-    if not (cfg.resume and saved_path.is_file()):
-        return cfg
-    saved = TrainConfig.with_legacy_defaults(json.loads(saved_path.read_text()))
-    # A flag inside a nested config (augment, model_options) changes that field, not the whole saved dict.
-    merged = {k: {**saved[k], **v} if isinstance(v, dict) and isinstance(saved.get(k), dict) else v
-              for k, v in overrides.items()}
-    merged = {**saved, **merged, "resume": True}
-    diffs = config_differences(saved, merged)
-    if diffs and not cfg.force_resume:
-        raise UserError(f"--resume: the config differs from {saved_path} in {'; '.join(diffs)}; "
-                        f"drop those flags or pass --force-resume to override")
-    for d in diffs:
-        log(f"resume: overriding {d}")
-    return TrainConfig.from_dict(merged)
+def merge(base: dict, changes: dict) -> dict:
+    """`changes` over `base`; nested config dicts (augment, model_options) are merged key by key."""
+    merged = dict(base)
+    for k, v in changes.items():
+        nested = k in NESTED_FIELDS and isinstance(v, dict) and isinstance(base.get(k), dict)
+        merged[k] = {**base[k], **v} if nested else v
+    return merged
+
+
+def check_model_options(cfg: TrainConfig, where: str) -> None:
+    """Every model option in range, and the model buildable at this image size, before any data is read."""
+    for key, value in cfg.model_options.items():
+        opt = MODEL_OPTIONS.get(key)
+        complaint = opt.check(value) if opt and opt.check else None
+        if complaint:
+            raise UserError(f"{opt.flag} {value}: {complaint}{where}")
+    from signlab.models import count_macs, create_model
+
+    model = create_model(cfg.model, image_size=cfg.image_size, init=cfg.init, **cfg.model_options)
+    try:
+        count_macs(model, cfg.image_size)
+    except RuntimeError as e:
+        raise UserError(f"--image-size {cfg.image_size}: model {cfg.model} cannot take it "
+                        f"({str(e).splitlines()[0]}); choose another size") from None
+
+
+def resolve_train_config(given: dict, log: Callable[[str], object] = print) -> TrainConfig:
+    """The one place a training config is assembled, from `given`: the fields the user set by flag (nested dicts
+    for augment and model_options) and "preset". Order: preset, flags; on --resume the run's saved config is the
+    base and changes to it need --force-resume; else the model's training defaults fill what is still unset and
+    no data means the shipped sample. The result is checked before any work starts."""
+    preset = given.get("preset")
+    fields_set = load_preset(preset) if preset else {}
+    if "model" in given and given["model"] != fields_set.get("model", given["model"]):
+        fields_set.pop("model_options", None)  # a preset's model options belong to the preset's model
+    fields_set = merge(fields_set, given)
+    for key in ("data", "val_data"):  # absolute, so a resume from another folder finds the same data
+        if fields_set.get(key):
+            fields_set[key] = str(Path(fields_set[key]).resolve())
+    where = f" (from --preset {preset})" if preset else ""
+    saved_path = Path(fields_set.get("out", TrainConfig.out)) / "config.json"
+    if fields_set.get("resume") and saved_path.is_file():
+        saved = TrainConfig.with_legacy_defaults(json.loads(saved_path.read_text()))
+        merged = {**merge(saved, fields_set), "resume": True}
+        diffs = config_differences(saved, merged)
+        if diffs and not merged.get("force_resume"):
+            raise UserError(f"--resume: the config differs from {saved_path} in {'; '.join(diffs)}; "
+                            f"drop those flags or pass --force-resume to override")
+        for d in diffs:
+            log(f"resume: overriding {d}")
+        fields_set, where = merged, f" (in {saved_path})"
+    else:
+        from signlab.data import SAMPLE_HELDOUT
+        from signlab.models import train_defaults
+
+        for key, value in train_defaults(fields_set.get("model", TrainConfig.model)).items():
+            fields_set.setdefault(key, value)
+        if not fields_set.get("data") and not fields_set.get("val_data"):
+            # The shipped sample comes split by track: validate on its held-out part, train on all the rest.
+            fields_set["val_data"] = str(SAMPLE_HELDOUT)
+    cfg = TrainConfig.from_dict(fields_set)
+    validate(cfg, where)
+    check_model_options(cfg, where)
+    return cfg

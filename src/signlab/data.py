@@ -151,7 +151,8 @@ def _read_gtsrb_csv(csv_path: Path, num_classes: int, image_dir: Path | None = N
             continue
         match = TRACK_NAME.match(name)
         track = label * 1_000_000 + int(match.group(1)) if match else -1
-        # Roi.X2/Y2 are inclusive pixel indices: the box ends one pixel further.
+        # Roi.X2/Y2 are inclusive pixel indices: the box ends one pixel further. In GTSRB's images (docs/roi.md)
+        # a red ring still shows in column X2, and symmetric signs' axes lie 0.6-0.7 px past (X1+X2)/2: inclusive.
         entries.append(Entry(path, label, track, (x1, y1, x2 + 1, y2 + 1), (w, h)))
     return entries, bad
 
@@ -187,6 +188,49 @@ def list_entries(root: Path) -> tuple[str, Path, list[Entry], list[tuple[str, st
     if not entries and not bad:
         raise UserError(f"{root}: the dataset is empty; add images or point --data at another folder")
     return layout, base, entries, bad, names
+
+
+def _csv_rows(folder: Path) -> dict[str, Entry]:
+    """GTSRB CSV rows of a folder (GT-*.csv inside it; GT-final_test.csv beside it too), by image path."""
+    rows: dict[str, Entry] = {}
+    csvs = sorted(folder.glob("GT-*.csv")) + sorted(folder.parent.glob("GT-final_test.csv"))
+    for csv_path in csvs:
+        try:
+            entries, _ = _read_gtsrb_csv(csv_path, len(GTSRB_CLASS_NAMES), image_dir=folder)
+        except (UserError, OSError):
+            continue  # not a GTSRB CSV: the files are decoded whole
+        rows.update({str(Path(e.path)): e for e in entries})
+    return rows
+
+
+def entries_for_paths(paths: list[str | Path]) -> list[Entry]:
+    """The images named on a command line, with their ROI where a GTSRB CSV gives one, as training crops them.
+
+    A folder in a GTSRB layout gives its listed images; any other folder its image files (recursively,
+    sorted); a file is looked up in the GT-*.csv beside it. Labels are -1: predict does not know them."""
+    entries: list[Entry] = []
+    csv_cache: dict[Path, dict[str, Entry]] = {}
+    for p in map(Path, paths):
+        if p.is_dir():
+            layout = None
+            try:
+                layout, _, listed, _, _ = list_entries(p)
+            except UserError:
+                pass
+            if layout in ("gtsrb-train", "gtsrb-test"):
+                entries += [replace(e, label=-1) for e in listed]
+            else:
+                entries += [Entry(str(f), -1) for f in sorted(p.rglob("*"))
+                            if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS]
+        elif p.is_file():
+            rows = csv_cache.setdefault(p.parent, _csv_rows(p.parent))
+            row = rows.get(str(p))
+            entries.append(replace(row, path=str(p), label=-1) if row else Entry(str(p), -1))
+        else:
+            raise UserError(f"{p}: no such file or folder")
+    if not entries:
+        raise UserError(f"{', '.join(map(str, paths))}: no images found")
+    return entries
 
 
 # ---------------------------------------------------------------- decoding
@@ -387,6 +431,29 @@ def split_indices(ds: ImageSet, val_fraction: float = 0.1, seed: int = 0) -> tup
     val_idx = np.sort(np.concatenate(val)) if val else np.zeros(0, np.int64)
     train_idx = np.setdiff1d(np.arange(len(ds)), val_idx)
     return train_idx, val_idx
+
+
+def align_labels(ds: ImageSet, class_names: list[str]) -> ImageSet:
+    """`ds` with its labels renumbered to `class_names` (a model's, a training set's), matching by name.
+
+    A class-per-folder set numbers its classes by position among its own folders: a validation folder that
+    lacks one class would shift every later label. Classes the reference list does not know are an error."""
+    if list(ds.class_names) == list(class_names):
+        return ds
+    index = {name: i for i, name in enumerate(class_names)}
+    missing = sorted({ds.class_names[c] for c in np.unique(ds.labels)} - set(index))
+    if missing:
+        raise UserError(f"{ds.root}: classes {', '.join(missing[:5])} are unknown to the model (it knows "
+                        f"{len(class_names)} classes); use data with the model's classes")
+    labels = np.array([index[ds.class_names[c]] for c in ds.labels], dtype=np.int64)
+    return replace(ds, labels=labels, class_names=list(class_names))
+
+
+def split_digest(ds: ImageSet) -> str:
+    """SHA-256 of the images' paths and class names, in order: the identity of a validation split, recorded
+    in RUN/split.json so that `evaluate` can tell when the dataset changed since training."""
+    rows = (f"{path}\t{ds.class_names[label]}" for path, label in zip(ds.paths, ds.labels, strict=True))
+    return hashlib.sha256("\n".join(rows).encode()).hexdigest()
 
 
 def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

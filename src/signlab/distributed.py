@@ -45,29 +45,24 @@ class Distributed:
         if self.world <= 1:
             return model
         ids = [self.device.index] if self.device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        # No buffer broadcast before every forward: BatchNorm running statistics are only read in evaluation,
+        # so rank 0's become everyone's once, at the end of each epoch (sync_buffers).
+        return nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
 
     def shard(self, batch_indices: np.ndarray) -> np.ndarray:
         return batch_indices[self.rank::self.world]
 
-    def add_sums(self, sums: dict, loss_total: float, correct: int, seen: int, seconds: float) -> dict:
-        if self.world > 1:  # every rank logs the global figures, so any rank could take over logging
-            t = torch.tensor([loss_total, correct, seen], dtype=torch.float64)
-            torch_dist.all_reduce(t)
-            loss_total, correct, seen = float(t[0]), int(t[1]), int(t[2])
-        return {**sums, "loss": sums["loss"] + loss_total, "correct": sums["correct"] + correct,
-                "seen": sums["seen"] + seen, "seconds": sums["seconds"] + seconds}
-
-    def any_flag(self, flag: bool) -> bool:
-        """True on every rank when any rank's flag is set: all ranks stop at the same step."""
+    def sum(self, values: list[float]) -> list[float]:
+        """Each value summed over all ranks (float64), in one all-reduce; bools count the ranks that set them."""
         if self.world <= 1:
-            return flag
-        t = torch.tensor([1.0 if flag else 0.0])
+            return [float(v) for v in values]
+        t = torch.tensor([float(v) for v in values], dtype=torch.float64)
         torch_dist.all_reduce(t)
-        return bool(t.item() > 0)
+        return t.tolist()
 
     def sync_buffers(self, model: nn.Module) -> None:
-        """BatchNorm running statistics drift apart per rank; rank 0's become everyone's at epoch ends."""
+        """BatchNorm running statistics drift apart per rank (each sees its own shard, unless --sync-bn);
+        rank 0's become everyone's at epoch ends, before validation and the checkpoint."""
         if self.world > 1:
             for buffer in model.buffers():
                 torch_dist.broadcast(buffer, src=0)

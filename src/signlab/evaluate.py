@@ -2,59 +2,53 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from signlab.data import ImageSet, load_images, split_indices
+from signlab.data import ImageSet, align_labels, split_digest, split_indices
 from signlab.errors import UserError
-from signlab.predict import LoadedModel, load_model, pick_device, predict_images
+from signlab.predict import LoadedModel, load_model, predict_images
 from signlab.report import summarize, track_errors, write_report
+from signlab.runtime import pick_device
 
 
 def evaluation_set(loaded: LoadedModel, data: str | None) -> tuple[ImageSet, str]:
-    """The images to evaluate on: --data if given, else the run's own validation data."""
-    cfg = loaded.config
-    load = dict(size=cfg.image_size, crop=cfg.crop, max_pixels=cfg.max_image_pixels,
-                max_bad_fraction=cfg.max_bad_fraction)
+    """The images to evaluate on: --data if given, else the run's own validation data, which must be the
+    split that training validated on (RUN/split.json records it)."""
+    cfg, pre = loaded.config, loaded.preprocessing
     if data is not None:
-        return load_images(data, **load), str(data)
+        return pre.load(data, cfg.max_bad_fraction), str(data)
     if cfg.val_data:
-        return load_images(cfg.val_data, **load), str(cfg.val_data)
-    full = load_images(cfg.data, **load)
-    _, val_idx = split_indices(full, cfg.val_fraction, cfg.seed)  # the same split train made
-    if len(val_idx) == 0:
-        raise UserError(f"{loaded.path}: the run has no validation split (--val-fraction 0); pass --data")
-    val = full.subset(val_idx)
-    val.skipped = full.skipped
-    return val, f"validation split of {cfg.data or 'the shipped sample'}"
-
-
-def align_labels(ds: ImageSet, model_names: list[str]) -> np.ndarray:
-    """The dataset's labels as the model's class ids, matching classes by name when the lists differ."""
-    if list(ds.class_names) == list(model_names):
-        return ds.labels
-    index = {name: i for i, name in enumerate(model_names)}
-    missing = sorted({ds.class_names[c] for c in np.unique(ds.labels)} - set(index))
-    if missing:
-        raise UserError(f"{ds.root}: classes {', '.join(missing[:5])} are unknown to the model; "
-                        f"evaluate on data with the model's classes")
-    return np.array([index[ds.class_names[c]] for c in ds.labels], dtype=np.int64)
+        val, source = pre.load(cfg.val_data, cfg.max_bad_fraction), str(cfg.val_data)
+    else:
+        full = pre.load(cfg.data, cfg.max_bad_fraction)
+        _, val_idx = split_indices(full, cfg.val_fraction, cfg.split_seed)  # the split train made
+        if len(val_idx) == 0:
+            raise UserError(f"{loaded.path}: the run has no validation split (--val-fraction 0); pass --data")
+        val = full.subset(val_idx)
+        source = f"validation split of {cfg.data or 'the shipped sample'}"
+    record = loaded.path.parent / "split.json"
+    if record.is_file() and json.loads(record.read_text()).get("val_sha256") != split_digest(val):
+        raise UserError(f"{record}: the validation images differ from those the run validated on (the dataset "
+                        f"folder changed since training); pass --data to evaluate on it as it is now")
+    return val, source
 
 
 def evaluate(target: str | Path, data: str | None = None, report_dir: str | Path | None = None,
-             device_name: str = "auto", tta: bool | None = None) -> dict:
+             device_name: str = "auto", tta: bool | None = None, batch_size: int = 512) -> dict:
     """Evaluate the model at `target` (run folder or weights file); returns a JSON-able summary.
     tta None: test-time augmentation as the run's config says; seconds include it and contrast normalisation."""
     device = pick_device(device_name)
     loaded = load_model(target, device)
     ds, source = evaluation_set(loaded, data)
-    y_true = align_labels(ds, loaded.class_names)
+    ds = align_labels(ds, loaded.class_names)
+    y_true = ds.labels
     tta = loaded.config.tta if tta is None else tta
     start = time.perf_counter()
-    logits = predict_images(loaded, ds.images, device, tta=tta)
+    logits = predict_images(loaded, ds.images, device, batch_size, tta=tta)
     seconds = time.perf_counter() - start
     probs = torch.softmax(logits, dim=1).numpy()
     y_pred = probs.argmax(1)
