@@ -1,9 +1,12 @@
 """Augmentation: determinism, the identity, saturation, erasing and colour casts, class-aware flips."""
 
+import math
+
 import torch
 
 from signlab.augment import (
     AugmentConfig,
+    affine_warp,
     augment_batch,
     cast_color,
     flip_batch,
@@ -51,8 +54,13 @@ def test_erase_fills_one_rectangle_per_image_in_all_channels():
         rows, cols = mask.any(1).nonzero(), mask.any(0).nonzero()
         box = mask[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
         assert box.all(), "the erased pixels form one filled rectangle"
-        assert 0.01 <= mask.float().mean() <= 0.3
+        # 2-20 % of the area, give or take the rounding of a box of 2.6 to 25 px sides to whole pixels
+        assert 0.01 <= mask.float().mean() <= 0.25
+    noise = out.permute(1, 0, 2, 3)[:, changed]  # (C, erased pixels): standard normal noise
+    assert abs(noise.mean().item()) < 0.1 and abs(noise.std().item() - 1) < 0.1
     assert torch.equal(random_erase(x, 0.0, torch.Generator()), x)
+    half = (random_erase(torch.full((400, 3, 8, 8), 100.0), 0.5, torch.Generator().manual_seed(1)) != 100).any(1)
+    assert 160 <= half.flatten(1).any(1).sum() <= 240  # p = 0.5: about half the images get a rectangle
 
 
 def test_erasing_leaves_the_warp_of_earlier_runs_unchanged():
@@ -76,6 +84,39 @@ def test_color_cast_is_one_affine_map_per_channel_within_its_spread():
     plain = augment_batch(x, AugmentConfig(), torch.Generator().manual_seed(5))  # earlier draws unchanged
     cast = augment_batch(x, AugmentConfig(color_cast=0.2), torch.Generator().manual_seed(5))
     assert torch.allclose(cast, cast_color(plain, 0.2, _after_warp_and_jitter(5)), atol=1e-6)
+
+
+def test_warp_known_answers():
+    x = batch(1, 8)
+    none, one = torch.zeros(1), torch.ones(1)
+    assert torch.allclose(affine_warp(x, none, one, torch.zeros(1, 2)), x, atol=1e-6)
+    # +-90 degrees map pixel centres onto pixel centres: an exact quarter turn each way
+    assert torch.allclose(affine_warp(x, torch.full((1,), math.pi / 2), one, torch.zeros(1, 2)),
+                          torch.rot90(x, 1, (2, 3)), atol=1e-5)
+    assert torch.allclose(affine_warp(x, torch.full((1,), -math.pi / 2), one, torch.zeros(1, 2)),
+                          torch.rot90(x, -1, (2, 3)), atol=1e-5)
+    # shift is in half-sides: 0.25 of an 8-pixel image is one pixel; the content moves left (up), 0 fills in
+    left = affine_warp(x, none, one, torch.tensor([[0.25, 0.0]]))
+    assert torch.allclose(left[..., :7], x[..., 1:], atol=1e-6) and (left[..., 7] == 0).all()
+    up = affine_warp(x, none, one, torch.tensor([[0.0, 0.25]]))
+    assert torch.allclose(up[..., :7, :], x[..., 1:, :], atol=1e-6) and (up[..., 7, :] == 0).all()
+    # zoom 2 of a ramp 0..7 shows its middle half: 1.75, 2.25, ..., 5.25
+    ramp = torch.arange(8.0).expand(1, 1, 8, 8)
+    zoomed = affine_warp(ramp, none, torch.full((1,), 2.0), torch.zeros(1, 2))
+    assert torch.allclose(zoomed, (1.75 + 0.5 * torch.arange(8.0)).expand(1, 1, 8, 8), atol=1e-5)
+
+
+def test_brightness_and_contrast_are_one_affine_map_per_image():
+    x = batch(32)
+    only = dict(NO_GEOMETRY)
+    shifted = augment_batch(x, AugmentConfig(**dict(only, brightness=0.2)), torch.Generator().manual_seed(0))
+    bias = (shifted - x).flatten(1)  # (B, pixels): one constant per image
+    assert torch.allclose(bias, bias[:, :1].expand_as(bias), atol=1e-5)
+    assert (bias[:, 0].abs() <= 0.2 + 1e-6).all() and bias[:, 0].std() > 0.05
+    scaled = augment_batch(x, AugmentConfig(**dict(only, contrast=0.2)), torch.Generator().manual_seed(0))
+    gain = (scaled / x).flatten(1)
+    assert torch.allclose(scaled, gain.median(1).values.view(-1, 1, 1, 1) * x, atol=1e-5)
+    assert ((gain.median(1).values - 1).abs() <= 0.2 + 1e-6).all()
 
 
 def _after_warp_and_jitter(seed: int) -> torch.Generator:

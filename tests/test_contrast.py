@@ -22,6 +22,23 @@ def test_equalize_spreads_a_dark_image_over_the_full_range():
         assert one.min() < 10 and one.max() > 200  # was 10..25
 
 
+def test_equalize_known_answer():
+    """Three grey levels with 4, 4 and 8 of 16 pixels: the cdf mapping (cdf - cdf_min) / (n - cdf_min) * 255
+    sends them to 0, (8 - 4) / 12 * 255 = 85 and 255."""
+    grey = np.array([10] * 4 + [20] * 4 + [30] * 8, np.uint8).reshape(1, 4, 4, 1)
+    out = equalize_luminance(np.repeat(grey, 3, axis=3))
+    expected = np.array([0] * 4 + [85] * 4 + [255] * 8, np.uint8).reshape(1, 4, 4, 1)
+    np.testing.assert_array_equal(out, np.repeat(expected, 3, axis=3))
+    # A coloured pixel in place of one grey 30: luminance 0.299 * 45 + 0.587 * 25 + 0.114 * 10 = 29.27, level
+    # 29, whose cdf is 9 of 16: it maps to (9 - 4) / 12 * 255 = 106.25, and R, G, B scale by 106.25 / 29.27.
+    colour = np.repeat(grey, 3, axis=3)
+    colour[0, 3, 3] = (45, 25, 10)
+    out = equalize_luminance(colour)
+    gain = 106.25 / 29.27
+    assert out[0, 3, 3].tolist() == [int(45 * gain + 0.5), int(25 * gain + 0.5), int(10 * gain + 0.5)] == [163, 91, 36]
+    assert (out[0, 2:] == 255).sum() == 7 * 3  # the other grey 30s still map to white
+
+
 def test_equalize_keeps_colour_ratios_where_nothing_clips():
     images = dark_sign(np.random.default_rng(1))
     out = equalize_luminance(images).astype(np.float32)
