@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from signlab.data import GTSRB_COLUMNS, TRACK_NAME
+from signlab.layouts import GTSRB_COLUMNS, TRACK_NAME
 
 
 def main() -> None:

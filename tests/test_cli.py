@@ -5,6 +5,7 @@ import sys
 import pytest
 from conftest import make_gtsrb_train
 
+from signlab.classes import GTSRB_CLASS_NAMES
 from signlab.cli import main
 from signlab.data import SAMPLE_HELDOUT
 
@@ -19,21 +20,25 @@ def test_train_evaluate_predict_on_the_shipped_sample(tmp_path):
     done = signlab("train", "--out", run, "--epochs", "1", "--no-progress")
     assert done.returncode == 0, done.stderr
     assert "epoch   1/1" in done.stdout and (run / "best.safetensors").is_file()
+    trained = json.loads((run / "best.json").read_text())["val_accuracy"]
     ev = signlab("evaluate", run, "--data", SAMPLE_HELDOUT, "--json", "--report", tmp_path / "report")
     assert ev.returncode == 0, ev.stderr
     summary = json.loads(ev.stdout)
-    assert summary["n"] == 1290 and 0 <= summary["accuracy"] <= 1 and len(summary["per_class"]) == 43
+    # The held-out part is the run's validation data: evaluate must reproduce training's figure exactly.
+    assert summary["n"] == 1290 and summary["accuracy"] == pytest.approx(trained) and len(summary["per_class"]) == 43
+    assert summary["correct"] == round(trained * 1290)
     assert (tmp_path / "report" / "confusion.png").is_file()
     assert (tmp_path / "report" / "misclassified.png").is_file()
     default = json.loads(signlab("evaluate", run, "--json").stdout)  # the run's own validation data
-    assert default["n"] == 1290
+    assert default["n"] == 1290 and default["correct"] == summary["correct"]
     image = next((SAMPLE_HELDOUT / "Images" / "00014").glob("*.png"))
     pred = signlab("predict", run, image, "--top-k", "3", "--json")
     assert pred.returncode == 0, pred.stderr
     top = json.loads(pred.stdout)[0]["top"]
-    assert len(top) == 3 and top[0]["probability"] >= top[1]["probability"] and "name" in top[0]
+    assert len(top) == 3 and top[0]["probability"] >= top[1]["probability"] >= top[2]["probability"]
+    assert [t["name"] for t in top] == [GTSRB_CLASS_NAMES[t["class_id"]] for t in top]
     text = signlab("predict", run / "best.safetensors", image)
-    assert text.returncode == 0 and str(image) in text.stdout
+    assert text.returncode == 0 and text.stdout.startswith(f"{image}: {top[0]['class_id']} {top[0]['name']}")
 
 
 def bad_csv(tmp_path):
@@ -145,7 +150,7 @@ def test_help_lists_come_from_the_registries(capsys):
 BAD_VALUES = [
     (["train", "--batch-size", "0"], "--batch-size: 0: must be at least 1"),
     (["train", "--batch-size", "x"], "--batch-size: 'x' is not a valid int"),
-    (["train", "--lr", "-1"], "--lr: -1: must be in (0, 100]"),
+    (["train", "--lr", "-1"], "--lr: -1: must be greater than 0"),
     (["train", "--label-smoothing", "2"], "--label-smoothing: 2: must be in [0, 1)"),
     (["train", "--epochs", "-1"], "--epochs: -1: must be at least 1"),
     (["train", "--val-fraction", "1.5"], "--val-fraction: 1.5: must be in [0, 1)"),
@@ -173,6 +178,7 @@ BAD_VALUES = [
     (["info", "NOPE"], "NOPE: no such folder"),
     (["lab", "nope"], "lab nope: unknown experiment"),
     (["lab", "descent", "--budget", "huge"], "--budget: invalid choice"),
+    (["lab", "descent", "--data", "NOPE"], "NOPE: no such folder"),
 ]
 
 

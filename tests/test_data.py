@@ -7,8 +7,9 @@ from conftest import make_folders, make_gtsrb_test, make_gtsrb_train
 from PIL import Image
 
 from signlab import data
-from signlab.data import channel_stats, decode_image, detect_layout, load_images, split_indices, to_rgb_array
+from signlab.data import channel_stats, decode_image, load_images, split_indices, to_rgb_array
 from signlab.errors import UserError
+from signlab.layouts import detect_layout
 
 
 def test_training_layout_from_root_images_and_class_folder(gtsrb_train):

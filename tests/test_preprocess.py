@@ -3,7 +3,7 @@ import torch
 from conftest import make_gtsrb_train
 from PIL import Image
 
-from signlab.data import list_entries
+from signlab.layouts import list_entries
 from signlab.preprocess import Preprocessing
 
 

@@ -99,12 +99,24 @@ def test_one_cycle_schedule_shape():
     assert lrs[-1] < 0.01
 
 
-@pytest.mark.parametrize("extra", [["--loss", "squared", "--init", "normal", "--model", "mlp", "--hidden", "16"],
-                                   ["--optimizer", "adamw", "--lr", "0.003", "--ema", "0.9"],
-                                   ["--erase", "0.5", "--saturation", "0.5", "--flips", "0.5"]])
-def test_lecture_and_modern_options_train(tmp_path, tiny, extra):
+@pytest.mark.parametrize("extra, recorded", [
+    (["--loss", "squared", "--init", "normal", "--model", "mlp", "--hidden", "16"],
+     {"loss": "squared", "init": "normal", "model": "mlp", "model_options": {"hidden": 16}}),
+    (["--optimizer", "adamw", "--lr", "0.003", "--ema", "0.9"], {"optimizer": "adamw", "lr": 0.003, "ema": 0.9}),
+    (["--erase", "0.5", "--saturation", "0.5", "--flips", "0.5"],
+     {"flips": 0.5, "augment": {"erase": 0.5, "saturation": 0.5}})])
+def test_lecture_and_modern_options_train(tmp_path, tiny, extra, recorded):
     code, out = run(tmp_path, "opt", *tiny, "--epochs", "1", *extra)
     assert code == 0 and (out / "best.safetensors").is_file()
+    config = json.loads((out / "config.json").read_text())
+    for key, value in recorded.items():
+        if isinstance(value, dict):
+            assert {k: config[key][k] for k in value} == value
+        else:
+            assert config[key] == value
+    row = next(csv.DictReader(open(out / "metrics.csv")))
+    assert math.isfinite(float(row["train_loss"])) and math.isfinite(float(row["val_loss"]))
+    assert any(k.startswith("ema.") for k in weights(out)) == ("--ema" in extra)
 
 
 def test_existing_run_needs_resume_or_overwrite(tmp_path, tiny, capsys):

@@ -16,7 +16,7 @@ from pathlib import Path
 from signlab.augment import AugmentConfig
 from signlab.contrast import CONTRAST_METHODS
 from signlab.errors import UserError
-from signlab.options import Option, at_least, between, each, int_list, one_of, option, validate
+from signlab.options import Option, above, at_least, between, each, int_list, one_of, option, validate
 from signlab.runtime import BF16_MODES, DEVICES
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -68,8 +68,7 @@ class TrainConfig:
     epochs: int = option(10, "--epochs", "epochs to train (default 10)", at_least(1))
     batch_size: int = option(128, "--batch-size", "images per step, over all processes (default 128)", at_least(1))
     optimizer: str = option("sgd", "--optimizer", "sgd (Nesterov momentum) or adamw", one_of("sgd", "adamw"))
-    lr: float = option(0.1, "--lr", "peak learning rate of the one-cycle schedule (default 0.1)",
-                       between(0, 100, low_open=True))
+    lr: float = option(0.1, "--lr", "peak learning rate of the one-cycle schedule (default 0.1)", above(0))
     momentum: float = option(0.9, "--momentum", "SGD momentum (default 0.9)", between(0, 1, high_open=True))
     weight_decay: float = option(5e-4, "--weight-decay", "on weights only; BN and biases are not decayed",
                                  between(0, 1))

@@ -1,7 +1,13 @@
 """One process or many: `torchrun --nproc_per_node=N -m signlab train …` trains with DistributedDataParallel.
 
 Every rank draws the same epoch order (seeded by seed and epoch) and takes its own slice of each global
-batch, so the global batch, the learning-rate schedule and resume are those of a single process.
+batch, so the global batch, the learning-rate schedule and resume are those of a single process. A slice may
+be one image short (the batch need not divide by the world size): train weights each rank's loss by its share.
+
+What differs from one process: each rank draws its own augmentation and dropout (seeded by rank), and
+BatchNorm normalises over each rank's slice (SyncBatchNorm, `--sync-bn`, runs on CUDA only); rank 0's running
+statistics become every rank's at the end of each epoch. Without BatchNorm and random augmentation, two
+processes reach one process's weights up to float summation order (tests/test_distributed.py).
 """
 
 from __future__ import annotations

@@ -44,16 +44,14 @@ def at_least(low: float) -> Check:
     return lambda v: None if v >= low else f"must be at least {low}"
 
 
-def between(low: float, high: float, high_open: bool = False, low_open: bool = False) -> Check:
-    """low ≤ v ≤ high, with either end open: the complaint says which interval."""
-    text = f"must be in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+def above(low: float) -> Check:
+    return lambda v: None if v > low else f"must be greater than {low}"
 
-    def check(v):
-        above = v > low if low_open else v >= low
-        below = v < high if high_open else v <= high
-        return None if above and below else text
 
-    return check
+def between(low: float, high: float, high_open: bool = False) -> Check:
+    """low ≤ v ≤ high (v < high with high_open); the complaint names the interval."""
+    text = f"must be in [{low}, {high}{')' if high_open else ']'}"
+    return lambda v: None if low <= v and (v < high if high_open else v <= high) else text
 
 
 def one_of(*choices: str) -> Check:

@@ -11,9 +11,9 @@ from torch import nn
 
 from signlab.checkpoint import load_weights
 from signlab.config import TrainConfig
-from signlab.data import entries_for_paths
 from signlab.errors import UserError
 from signlab.inference import predict_logits
+from signlab.layouts import entries_for_paths
 from signlab.models import create_model
 from signlab.preprocess import Preprocessing
 
