@@ -95,6 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--data", help="dataset folder (default: the shipped sample)")
     lab.add_argument("--out", default="runs/lab", help="folder for tables and plots")
     lab.add_argument("--budget", default="full", choices=["full", "smoke"], help=argparse.SUPPRESS)
+
+    from signlab.download import DATASETS, ENV_URL, url_complaint
+
+    d = sub.add_parser("download", help="download GTSRB or GTSDB, verify it and unpack it where signlab reads it")
+    d.add_argument("dataset", metavar="DATASET", type=argparse_type(Option("DATASET", "", one_of(*DATASETS)), str),
+                   help=" or ".join(DATASETS))
+    d.add_argument("--to", default="data", metavar="DIR", help="folder to put the data in (default: data)")
+    d.add_argument("--url-base", metavar="URL", type=argparse_type(Option("--url-base", "", url_complaint), str),
+                   help=f"a mirror holding the official archive names: http(s)://, file:// or a folder "
+                        f"(default: ${ENV_URL}, else the official address)")
     return parser
 
 
@@ -165,6 +175,13 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_download(args: argparse.Namespace) -> int:
+    from signlab.download import download
+
+    download(args.dataset, args.to, args.url_base)
+    return 0
+
+
 def cmd_lab(args: argparse.Namespace) -> int:
     from signlab.lab.cli import run_lab
 
@@ -177,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # a bad flag (one line already printed), or --help
         return e.code if isinstance(e.code, int) else 2
     handler = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "info": cmd_info,
-               "lab": cmd_lab}[args.command]
+               "lab": cmd_lab, "download": cmd_download}[args.command]
     try:
         return handler(args)
     except UserError as e:
