@@ -9,7 +9,7 @@ import sys
 from dataclasses import MISSING
 
 from signlab.errors import UserError
-from signlab.options import Option, argparse_type, at_least, declared, one_of
+from signlab.options import Option, argparse_type, at_least, between, declared, each, int_list, one_of
 from signlab.runtime import DEVICES
 
 
@@ -105,6 +105,20 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--url-base", metavar="URL", type=argparse_type(Option("--url-base", "", url_complaint), str),
                    help=f"a mirror holding the official archive names: http(s)://, file:// or a folder "
                         f"(default: ${ENV_URL}, else the official address)")
+
+    y = sub.add_parser("synth", help="render a synthetic training set from drawn signs, in GTSRB's layout")
+    y.add_argument("out", metavar="OUT", help="folder to write OUT/Images/000NN/ into (new or empty)")
+    y.add_argument("--per-class", type=argparse_type(Option("--per-class", "", at_least(1)), int),
+                   help="images per class, in tracks of up to 10 frames")
+    y.add_argument("--seed", type=argparse_type(Option("--seed", "", at_least(0)), int), default=0,
+                   help="the same seed writes the same files (default 0)")
+    y.add_argument("--backgrounds", metavar="DIR", help="folder of scene photos to crop backgrounds from "
+                   "(default: procedural sky, foliage, buildings, road)")
+    y.add_argument("--classes", type=argparse_type(Option("--classes", "", each(between(0, 42))), int_list),
+                   help="comma-separated class ids, e.g. 0,1,2 (default: all 43)")
+    y.add_argument("--workers", type=argparse_type(Option("--workers", "", at_least(1)), int),
+                   help="processes, one class each at a time (default: all cores; the files do not change)")
+    y.add_argument("--pictograms", action="store_true", help="write the 43 drawn signs as PNGs to OUT instead")
     return parser
 
 
@@ -182,6 +196,30 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_synth(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    if args.pictograms:
+        from signlab.synth.pictograms import write_pictograms
+
+        print(f"wrote {len(write_pictograms(Path(args.out)))} files to {args.out}")
+        return 0
+    if args.per_class is None:
+        raise UserError("--per-class N is needed (images per class), e.g. signlab synth OUT --per-class 300")
+    from signlab.synth.dataset import NUM_CLASSES, write_dataset
+
+    classes = sorted(set(args.classes)) if args.classes else list(range(NUM_CLASSES))
+    workers = args.workers or min(os.cpu_count() or 1, len(classes))
+    start = time.perf_counter()
+    write_dataset(Path(args.out), args.per_class, args.seed, classes, backgrounds=args.backgrounds, workers=workers)
+    n, seconds = args.per_class * len(classes), time.perf_counter() - start
+    print(f"wrote {n} images of {len(classes)} classes to {Path(args.out) / 'Images'} in {seconds:.1f} s "
+          f"({n / seconds:.0f} images/s, {workers} process{'es' if workers > 1 else ''})")
+    print(f"next: signlab train --data {args.out}")
+    return 0
+
+
 def cmd_lab(args: argparse.Namespace) -> int:
     from signlab.lab.cli import run_lab
 
@@ -194,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # a bad flag (one line already printed), or --help
         return e.code if isinstance(e.code, int) else 2
     handler = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "info": cmd_info,
-               "lab": cmd_lab, "download": cmd_download}[args.command]
+               "lab": cmd_lab, "download": cmd_download, "synth": cmd_synth}[args.command]
     try:
         return handler(args)
     except UserError as e:
