@@ -16,6 +16,7 @@ import random
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -140,7 +141,7 @@ class Training:
     steps_per_epoch: int
     batch: int  # global batch
     flip_tables: tuple | None
-    log: object
+    log: Callable[[str], object]
     compile_logged: bool = False  # the first step of a compiled model (after a resume too) compiles
 
     @property
