@@ -9,13 +9,26 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from signlab.synth.default import default_root
+
 HEADER = ["Filename", "Width", "Height", "Roi.X1", "Roi.Y1", "Roi.X2", "Roi.Y2", "ClassId"]
 PALETTE = [(220, 30, 30), (30, 200, 40), (40, 60, 230), (230, 220, 30), (200, 40, 220)]
 
 
+@pytest.fixture(scope="session")
+def shared_default_root(tmp_path_factory) -> Path:
+    """Where this session's copy of the drawn-sign default set goes: rendered once, by the first test that asks."""
+    folder = tmp_path_factory.mktemp("synth-default")
+    return folder / default_root().name
+
+
 @pytest.fixture(autouse=True)
-def private_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("SIGNLAB_CACHE", str(tmp_path_factory.mktemp("cache")))
+def private_cache(tmp_path_factory, monkeypatch, shared_default_root):
+    """Each test decodes into its own cache (tests count decodes); the default data set is shared through a
+    link, which signlab.synth.default follows, so it renders once per session, not once per test."""
+    cache = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("SIGNLAB_CACHE", str(cache))
+    (cache / shared_default_root.name).symlink_to(shared_default_root, target_is_directory=True)
 
 
 def sign_image(label: int, width: int, height: int, roi: tuple[int, int, int, int], rng) -> np.ndarray:

@@ -7,7 +7,7 @@ from conftest import make_gtsrb_train
 
 from signlab.classes import GTSRB_CLASS_NAMES
 from signlab.cli import main
-from signlab.data import SAMPLE_HELDOUT
+from signlab.synth.default import HELDOUT_PER_CLASS, default_data
 
 
 def signlab(*args):
@@ -15,23 +15,26 @@ def signlab(*args):
                           timeout=600)
 
 
-def test_train_evaluate_predict_on_the_shipped_sample(tmp_path):
+def test_train_evaluate_predict_on_the_default_data(tmp_path):
     run = tmp_path / "run"
-    done = signlab("train", "--out", run, "--epochs", "1", "--no-progress")
+    done = signlab("train", "--out", run, "--epochs", "2", "--no-progress")  # no --data: the drawn signs
     assert done.returncode == 0, done.stderr
-    assert "epoch   1/1" in done.stdout and (run / "best.safetensors").is_file()
+    assert "epoch   2/2" in done.stdout and (run / "best.safetensors").is_file()
     trained = json.loads((run / "best.json").read_text())["val_accuracy"]
-    ev = signlab("evaluate", run, "--data", SAMPLE_HELDOUT, "--json", "--report", tmp_path / "report")
+    assert trained > 3 / 43  # two epochs on drawn signs already beat guessing (1/43) by far
+    _, heldout = default_data()
+    n = 43 * HELDOUT_PER_CLASS
+    ev = signlab("evaluate", run, "--data", heldout, "--json", "--report", tmp_path / "report")
     assert ev.returncode == 0, ev.stderr
     summary = json.loads(ev.stdout)
-    # The held-out part is the run's validation data: evaluate must reproduce training's figure exactly.
-    assert summary["n"] == 1290 and summary["accuracy"] == pytest.approx(trained) and len(summary["per_class"]) == 43
-    assert summary["correct"] == round(trained * 1290)
+    # The held-out set is the run's validation data: evaluate must reproduce training's figure exactly.
+    assert summary["n"] == n and summary["accuracy"] == pytest.approx(trained) and len(summary["per_class"]) == 43
+    assert summary["correct"] == round(trained * n)
     assert (tmp_path / "report" / "confusion.png").is_file()
     assert (tmp_path / "report" / "misclassified.png").is_file()
     default = json.loads(signlab("evaluate", run, "--json").stdout)  # the run's own validation data
-    assert default["n"] == 1290 and default["correct"] == summary["correct"]
-    image = next((SAMPLE_HELDOUT / "Images" / "00014").glob("*.png"))
+    assert default["n"] == n and default["correct"] == summary["correct"]
+    image = next((heldout / "Images" / "00014").glob("*.png"))
     pred = signlab("predict", run, image, "--top-k", "3", "--json")
     assert pred.returncode == 0, pred.stderr
     top = json.loads(pred.stdout)[0]["top"]
@@ -119,7 +122,8 @@ def test_the_resolved_config_is_frozen_and_complete():
     cfg = resolve("--preset", "fast")
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.lr = 1.0
-    assert cfg.preset == "fast" and cfg.tta is True and cfg.val_data  # the sample's held-out part by default
+    assert cfg.preset == "fast" and cfg.tta is True
+    assert cfg.data is None and cfg.val_data is None  # the drawn signs, found where the machine caches them
 
 
 def test_unknown_augment_field_is_one_line(tmp_path, capsys):

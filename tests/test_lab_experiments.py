@@ -61,7 +61,7 @@ def test_experiment_smoke(name, tmp_path, capsys):
 
 
 def tiny_set():
-    """4 classes of 32×32 images with 3 tracks each: the split path of load_data, without the sample."""
+    """4 classes of 32×32 images with 3 tracks each: the split path of load_data, without the default data."""
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(4), 15)
     images = rng.integers(0, 256, (60, 32, 32, 3), dtype=np.uint8)

@@ -262,7 +262,7 @@ def test_train_perceptron_on_images(capsys):
     assert "train accuracy 1.000, validation accuracy 1.000" in out
 
 
-def test_train_perceptron_on_the_shipped_sample_beats_chance():
+def test_train_perceptron_on_the_default_drawn_signs_beats_chance():
     pytest.importorskip("signlab.data")
     r = train_perceptron(hidden=16, epochs=2, verbose=False)
     assert r.model.U.shape[0] == 43

@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     lab = sub.add_parser("lab", help="the lecture's experiments and slide examples")
     lab.add_argument("name", nargs="?", help="experiment name (see --list)")
     lab.add_argument("--list", action="store_true", help="list the experiments")
-    lab.add_argument("--data", help="dataset folder (default: the shipped sample)")
+    lab.add_argument("--data", help="dataset folder (default: signlab's drawn signs, rendered once)")
     lab.add_argument("--out", default="runs/lab", help="folder for tables and plots")
     lab.add_argument("--budget", default="full", choices=["full", "smoke"], help=argparse.SUPPRESS)
 

@@ -44,9 +44,10 @@ def check_folder(path: str) -> str | None:
 @dataclass(frozen=True)
 class TrainConfig:
     # data
-    data: str | None = option(None, "--data", "dataset folder (default: the shipped GTSRB sample)", check_folder)
-    val_data: str | None = option(None, "--val-data", "validate on this folder instead of a split of --data",
-                                  check_folder)
+    data: str | None = option(None, "--data", "dataset folder (default: signlab's own drawn signs, rendered once)",
+                              check_folder)
+    val_data: str | None = option(None, "--val-data", "validate on this folder instead of a split of --data "
+                                  "(default without --data: the drawn signs' held-out set)", check_folder)
     val_fraction: float = option(0.1, "--val-fraction", "share of tracks held out for validation (default 0.1)",
                                  between(0, 1, high_open=True))
     split_seed: int = option(0, "--split-seed", "seed of the validation split, apart from --seed (default 0)",
@@ -200,7 +201,8 @@ def resolve_train_config(given: dict, log: Callable[[str], object] = print) -> T
     """The one place a training config is assembled, from `given`: the fields the user set by flag (nested dicts
     for augment and model_options) and "preset". Order: preset, flags; on --resume the run's saved config is the
     base and changes to it need --force-resume; else the model's training defaults fill what is still unset and
-    no data means the shipped sample. The result is checked before any work starts."""
+    no data means signlab's drawn-sign default set (signlab.synth.default). The result is checked before any
+    work starts."""
     preset = given.get("preset")
     fields_set = load_preset(preset) if preset else {}
     if "model" in given and given["model"] != fields_set.get("model", given["model"]):
@@ -222,14 +224,10 @@ def resolve_train_config(given: dict, log: Callable[[str], object] = print) -> T
             log(f"resume: overriding {d}")
         fields_set, where = merged, f" (in {saved_path})"
     else:
-        from signlab.data import SAMPLE_HELDOUT
         from signlab.models import train_defaults
 
         for key, value in train_defaults(fields_set.get("model", TrainConfig.model)).items():
             fields_set.setdefault(key, value)
-        if not fields_set.get("data") and not fields_set.get("val_data"):
-            # The shipped sample comes split by track: validate on its held-out part, train on all the rest.
-            fields_set["val_data"] = str(SAMPLE_HELDOUT)
     cfg = TrainConfig.from_dict(fields_set)
     validate(cfg, where)
     check_model_options(cfg, where)

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,9 +21,6 @@ from PIL import Image
 from signlab.errors import UserError
 from signlab.layouts import Entry, list_entries
 
-SAMPLE_ROOT = Path(__file__).parent / "sample"
-SAMPLE_TRAIN = SAMPLE_ROOT / "train"
-SAMPLE_HELDOUT = SAMPLE_ROOT / "heldout"
 # What Pillow must find inside a file with this extension; anything else is a mislabelled file.
 EXPECTED_FORMATS = {
     ".png": {"PNG"}, ".jpg": {"JPEG", "MPO"}, ".jpeg": {"JPEG", "MPO"}, ".ppm": {"PPM"}, ".pgm": {"PPM"},
@@ -208,12 +206,16 @@ def _load_cache(folder: Path) -> ImageSet | None:
 def load_images(root: str | Path | None = None, size: int = 32, crop: str = "roi", cache: bool = True,
                 max_pixels: int = DEFAULT_MAX_PIXELS, max_bad_fraction: float = 1.0,
                 progress: bool = False) -> ImageSet:
-    """Decode a dataset folder (default: the shipped sample's training part) into an ImageSet.
+    """Decode a dataset folder (default: the training part of signlab's synthetic default set) into an ImageSet.
 
     Unusable files are skipped and listed in ``.skipped``; more than ``max_bad_fraction`` of them is a
     UserError. The result is cached on disk keyed by the files' fingerprint, so a second call decodes nothing.
     """
-    root = Path(root) if root is not None else SAMPLE_TRAIN
+    if root is None:
+        from signlab.synth.default import default_data
+
+        root = default_data()[0]
+    root = Path(root)
     if crop not in ("roi", "full"):
         raise UserError(f"--crop {crop}: unknown crop; use roi or full")
     layout, base, entries, bad, names = list_entries(root)
@@ -242,6 +244,18 @@ def load_images(root: str | Path | None = None, size: int = 32, crop: str = "roi
                         f"({len(ds.skipped) / total:.1%} > {max_bad_fraction:.1%}); first: "
                         f"{ds.skipped[0][0]}: {ds.skipped[0][1]}; fix them or raise --max-bad-fraction")
     return ds
+
+
+def data_folders(data: str | Path | None, val_data: str | Path | None,
+                 log: Callable[[str], object] | None = None) -> tuple[Path, Path | None]:
+    """The folders a run trains and validates on: --data and --val-data as given; without --data, signlab's
+    drawn-sign default set (signlab.synth.default), validated on its held-out part unless --val-data says."""
+    if data is not None:
+        return Path(data), Path(val_data) if val_data else None
+    from signlab.synth.default import default_data
+
+    train, heldout = default_data(log) if log else default_data()
+    return train, Path(val_data) if val_data else heldout
 
 
 def split_indices(ds: ImageSet, val_fraction: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from signlab.data import ImageSet, align_labels, split_digest, split_indices
+from signlab.data import ImageSet, align_labels, data_folders, split_digest, split_indices
 from signlab.errors import UserError
 from signlab.predict import LoadedModel, load_model, predict_images
 from signlab.report import summarize, track_errors, write_report
@@ -21,15 +21,16 @@ def evaluation_set(loaded: LoadedModel, data: str | None) -> tuple[ImageSet, str
     cfg, pre = loaded.config, loaded.preprocessing
     if data is not None:
         return pre.load(data, cfg.max_bad_fraction), str(data)
-    if cfg.val_data:
-        val, source = pre.load(cfg.val_data, cfg.max_bad_fraction), str(cfg.val_data)
+    train_folder, val_folder = data_folders(cfg.data, cfg.val_data)
+    if val_folder:
+        val, source = pre.load(val_folder, cfg.max_bad_fraction), str(val_folder)
     else:
-        full = pre.load(cfg.data, cfg.max_bad_fraction)
+        full = pre.load(train_folder, cfg.max_bad_fraction)
         _, val_idx = split_indices(full, cfg.val_fraction, cfg.split_seed)  # the split train made
         if len(val_idx) == 0:
             raise UserError(f"{loaded.path}: the run has no validation split (--val-fraction 0); pass --data")
         val = full.subset(val_idx)
-        source = f"validation split of {cfg.data or 'the shipped sample'}"
+        source = f"validation split of {train_folder}"
     record = loaded.path.parent / "split.json"
     if record.is_file() and json.loads(record.read_text()).get("val_sha256") != split_digest(val):
         raise UserError(f"{record}: the validation images differ from those the run validated on (the dataset "

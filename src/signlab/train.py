@@ -31,7 +31,7 @@ from signlab import metrics_csv
 from signlab.augment import augment_batch, flip_batch, gtsrb_flip_tables
 from signlab.classes import GTSRB_CLASS_NAMES
 from signlab.config import TrainConfig
-from signlab.data import DataSplit, align_labels, channel_stats, split_digest, split_indices
+from signlab.data import DataSplit, align_labels, channel_stats, data_folders, split_digest, split_indices
 from signlab.distributed import Distributed
 from signlab.errors import UserError
 from signlab.inference import predict_logits
@@ -53,10 +53,11 @@ def prepare_data(cfg: TrainConfig, log=print) -> tuple[DataSplit, Preprocessing]
     """The training and validation images, decoded and contrast-normalised by the run's Preprocessing, which
     comes back with the training split's per-channel statistics."""
     pre = Preprocessing.from_config(cfg)
-    full = pre.load(cfg.data, cfg.max_bad_fraction, progress=True)
-    if cfg.val_data:  # its own folder: its classes are matched to the training set's by name
+    data, val_data = data_folders(cfg.data, cfg.val_data, log)
+    full = pre.load(data, cfg.max_bad_fraction, progress=True)
+    if val_data:  # its own folder: its classes are matched to the training set's by name
         train = full
-        val = align_labels(pre.load(cfg.val_data, cfg.max_bad_fraction, progress=True), full.class_names)
+        val = align_labels(pre.load(val_data, cfg.max_bad_fraction, progress=True), full.class_names)
     else:
         train_idx, val_idx = split_indices(full, cfg.val_fraction, cfg.split_seed)
         train, val = full.subset(train_idx), (full.subset(val_idx) if len(val_idx) else None)
@@ -68,7 +69,7 @@ def prepare_data(cfg: TrainConfig, log=print) -> tuple[DataSplit, Preprocessing]
     tracks = len(set(train.tracks[train.tracks >= 0].tolist()))
     log(f"data: {len(train)} training images ({tracks} tracks), {len(val) if val else 0} validation, "
         f"{len(full.class_names)} classes, layout {full.layout}, {len(full.skipped)} skipped")
-    return DataSplit(train, val, str(cfg.data or "the shipped sample")), pre
+    return DataSplit(train, val, str(data)), pre
 
 
 def lr_at(step: int, total: int, cfg: TrainConfig) -> float:

@@ -28,7 +28,7 @@ def list_experiments() -> dict[str, str]:
 
 
 def slides_checkpoint(out: Path) -> dict:
-    """Train a small CNN on the shipped sample, stop it after its first epoch's checkpoint, then restart it:
+    """Train a small CNN on the default drawn signs, stop it after its first epoch's checkpoint, then restart it:
     it restores the newest checkpoint and carries on, as the slides' training loop does."""
     run = out / "slides-checkpoint"
     preset = out / "slides-checkpoint.json"

@@ -180,7 +180,7 @@ def train_perceptron(
 ) -> PerceptronResult:
     """Train the perceptron on flattened GTSRB pixels and report train/validation accuracy.
 
-    data: an ImageSet, a folder for signlab.data.load_images, or None for the shipped sample. The
+    data: an ImageSet, a folder for signlab.data.load_images, or None for signlab's drawn signs. The
     validation part is split off by track (signlab.data.split_indices), so that near-identical frames
     of one physical sign never sit on both sides. For the lecture's exact setup pass
     activation="sigmoid", loss="squared", init="lecture".

@@ -1,7 +1,7 @@
 """The lab's experiments: one per claim of the lecture, each regenerating its evidence in minutes on a CPU.
 
 Every experiment is `run_NAME(data=None, out=Path("runs/lab"), budget="full") -> dict`: data is None
-(the shipped sample), a folder or an ImageSet; it prints a table, writes out/NAME.png and returns its
+(signlab's drawn-sign default set), a folder or an ImageSet; it prints a table, writes out/NAME.png and returns its
 numbers, with "table" (the printed text), "png" (the plot's path) and "finite" (whether all numbers are).
 budget "smoke" runs the same code on a few hundred images for a moment, for tests.
 """

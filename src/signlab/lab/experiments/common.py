@@ -13,13 +13,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import nn
 
-from signlab.data import SAMPLE_HELDOUT, DataSplit, ImageSet, load_images, split_indices
+from signlab.data import DataSplit, ImageSet, data_folders, load_images, split_indices
 from signlab.errors import UserError
 from signlab.lab import Standardiser, flatten_images, one_hot
 
 BUDGETS = ("full", "smoke")
 SMOKE_TRAIN, SMOKE_VAL = 256, 128  # images kept on a smoke budget: enough to run every code path, fast
-# What an experiment's data= takes: an ImageSet, a dataset folder, or None for the shipped sample.
+# What an experiment's data= takes: an ImageSet, a dataset folder, or None for signlab's drawn-sign default set.
 Source = ImageSet | str | Path | None
 
 
@@ -61,13 +61,13 @@ def check_budget(budget: str) -> None:
 
 
 def load_data(data: Source, budget: str, seed: int = 0) -> DataSplit:
-    """None: the shipped sample, validated on its held-out part, which has every class (a track-aware
-    10 % split of the sample's 2 tracks a class would leave only a few classes to validate on).
-    A folder or an ImageSet: split by track with signlab.data.split_indices."""
+    """None: signlab's drawn-sign default set (signlab.synth.default), validated on its held-out part: other
+    physical signs of every class. A folder or an ImageSet: split by track with signlab.data.split_indices."""
     check_budget(budget)
     if data is None:
-        train, val = load_images(), load_images(SAMPLE_HELDOUT)
-        source = "the shipped sample (val: its held-out part)"
+        train_folder, heldout = data_folders(None, None)
+        train, val = load_images(train_folder), load_images(heldout)
+        source = "signlab's drawn signs (val: their held-out set)"
     else:
         ds = data if isinstance(data, ImageSet) else load_images(data)
         tr, va = split_indices(ds, val_fraction=0.2, seed=seed)
