@@ -183,6 +183,13 @@ BAD_VALUES = [
     (["lab", "nope"], "lab nope: unknown experiment"),
     (["lab", "descent", "--budget", "huge"], "--budget: invalid choice"),
     (["lab", "descent", "--data", "NOPE"], "NOPE: no such folder"),
+    (["download", "mnist"], "DATASET: mnist: use one of gtsrb, gtsdb"),
+    (["download", "gtsrb", "--url-base", "ftp://x"], "--url-base: ftp://x: use an http://, https:// or file://"),
+    (["synth", "OUT"], "--per-class N is needed"),
+    (["synth", "OUT", "--per-class", "0"], "--per-class: 0: must be at least 1"),
+    (["synth", "OUT", "--per-class", "5", "--classes", "50"], "--classes: 50: must be in [0, 42]"),
+    (["synth", "OUT", "--per-class", "5", "--backgrounds", "NOPE"], "--backgrounds NOPE: no such folder"),
+    (["synth", "OUT", "--per-class", "5", "--workers", "0"], "--workers: 0: must be at least 1"),
 ]
 
 
