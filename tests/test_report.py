@@ -205,3 +205,30 @@ def test_track_errors_name_the_physical_signs_that_hold_the_errors():
     assert summary["worst"] == [{"track": "00038/00051", "class": 38, "errors": 3, "n": 3},
                                 {"track": "00016/00006", "class": 16, "errors": 1, "n": 3}]
     assert track_errors(y_true, y_pred, np.full(9, -1), paths) is None  # test images carry no tracks
+
+
+def test_gtsrb_classes_get_signlabs_drawings_matched_by_name():
+    from signlab.report import class_pictograms
+
+    assert class_pictograms(NAMES4) is None  # not GTSRB's classes: no drawings
+    icons = class_pictograms(GTSRB_CLASS_NAMES, side=24)
+    assert len(icons) == 43 and all(i.shape == (24, 24, 3) and i.dtype == np.uint8 for i in icons)
+    assert len({i.tobytes() for i in icons}) == 43  # every class drawn differently
+    stop, no_entry = GTSRB_CLASS_NAMES[14], GTSRB_CLASS_NAMES[17]
+    subset = class_pictograms([no_entry, stop], side=24)  # a model with two classes, in its own order
+    assert np.array_equal(subset[0], icons[17]) and np.array_equal(subset[1], icons[14])
+    corner = icons[14][0, 0]
+    assert corner.tolist() == [255, 255, 255]  # on white, outside the octagon
+    centre = icons[14][4, 8].astype(int)  # the stop sign's red, above its lettering
+    assert centre[0] > 150 and centre[1] < 90 and centre[2] < 90
+
+
+def test_gallery_tiles_show_the_true_and_predicted_drawings_below_the_crop():
+    from signlab.report import _with_icons
+
+    crop = np.zeros((32, 32, 3), np.uint8)
+    red, blue = np.full((48, 48, 3), (200, 0, 0), np.uint8), np.full((48, 48, 3), (0, 0, 200), np.uint8)
+    tile = _with_icons(crop, red, blue)
+    assert tile.shape == (48, 32, 3)
+    assert (tile[:32] == 0).all()  # the crop, untouched
+    assert (tile[32:, :16] == (200, 0, 0)).all() and (tile[32:, 16:] == (0, 0, 200)).all()  # true | predicted

@@ -1,7 +1,9 @@
 """Evaluation report of a classifier: confusion matrix, per-class accuracy, worst confusions, error gallery.
 
-NumPy and matplotlib only (no torch), so a report can be rebuilt from saved predictions on any machine.
+NumPy, Pillow and matplotlib only (no torch), so a report can be rebuilt from saved predictions on any machine.
 Figures are drawn on a bare Agg canvas instead of pyplot: no global backend switch, no figures left open.
+Where the classes are GTSRB's, the figures show signlab's own drawing of each class (signlab.synth) beside
+its id, so a reader sees which signs are confused without looking the numbers up.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatter
+from PIL import Image
 
 _DPI = 110
 _GALLERY_COLS = 8
@@ -129,15 +132,56 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def _plot_confusion(cm: np.ndarray, accuracy: float, path: Path) -> Path:
+def class_pictograms(class_names: Sequence[str], side: int = 48) -> list[np.ndarray] | None:
+    """signlab's drawing of each class as (side, side, 3) uint8 on white, where every class is a GTSRB class
+    (matched by name, so any order or subset works); None for other datasets."""
+    from signlab.classes import GTSRB_CLASS_NAMES
+
+    index = {name: i for i, name in enumerate(GTSRB_CLASS_NAMES)}
+    if not class_names or any(name not in index for name in class_names):
+        return None
+    from signlab.synth.pictograms import draw_sign  # drawn only for a GTSRB report
+
+    icons = []
+    for name in class_names:
+        canvas = Image.new("RGBA", (side, side), (255, 255, 255, 255))
+        canvas.alpha_composite(draw_sign(index[name], side))
+        icons.append(np.asarray(canvas.convert("RGB")))
+    return icons
+
+
+def _icon_strip(icons: list[np.ndarray], vertical: bool) -> np.ndarray:
+    """The icons in a row (or column), a white pixel between neighbours so they do not touch."""
+    padded = [np.pad(i, ((1, 1), (1, 1), (0, 0)), constant_values=255) for i in icons]
+    return np.concatenate(padded, axis=0 if vertical else 1)
+
+
+def _confusion_axes(fig: Figure, c: int, icons: list[np.ndarray] | None):
+    """The matrix's axes and the colour bar's; with icons, a strip of pictograms above the matrix's columns
+    and left of its rows, sharing its coordinates so each drawing sits on its class's column and row."""
+    if icons is None:
+        return fig.add_subplot(), None
+    grid = fig.add_gridspec(2, 3, width_ratios=(1, c, 0.6), height_ratios=(1, c), wspace=0, hspace=0)
+    ax = fig.add_subplot(grid[1, 1])
+    top = fig.add_subplot(grid[0, 1], sharex=ax)
+    left = fig.add_subplot(grid[1, 0], sharey=ax)
+    top.imshow(_icon_strip(icons, vertical=False), extent=(-0.5, c - 0.5, 0, 1), aspect="auto")
+    left.imshow(_icon_strip(icons, vertical=True), extent=(0, 1, c - 0.5, -0.5), aspect="auto")
+    for strip in (top, left):
+        strip.set_axis_off()
+    return ax, fig.add_subplot(grid[1, 2])
+
+
+def _plot_confusion(cm: np.ndarray, accuracy: float, path: Path, icons: list[np.ndarray] | None = None) -> Path:
     """Counts on a log colour scale: a linear one hides every error under the bright diagonal."""
     c = cm.shape[0]
     side = min(max(4.0, 0.22 * c + 2.0), 16.0)
-    fig = Figure(figsize=(side + 0.8, side), layout="constrained")
-    ax = fig.add_subplot()
+    fig = Figure(figsize=(side + 1.2, side) if icons else (side + 0.8, side), layout="constrained")
+    ax, bar_ax = _confusion_axes(fig, c, icons)
     masked = np.ma.masked_equal(cm, 0)  # empty cells stay white, so real (even single) errors stand out
+    # aspect "auto" with icons: the matrix fills its grid cell, which the icon strips share exactly
     image = ax.imshow(masked, cmap="viridis", norm=LogNorm(vmin=1, vmax=max(2, int(cm.max()))),
-                      interpolation="nearest")
+                      interpolation="nearest", aspect="auto" if icons else "equal")
     ticks = np.arange(c)
     fontsize = 7 if c > 20 else 9
     ax.set_xticks(ticks, [str(i) for i in ticks], fontsize=fontsize, rotation=90)
@@ -148,8 +192,9 @@ def _plot_confusion(cm: np.ndarray, accuracy: float, path: Path) -> Path:
     ax.tick_params(which="minor", length=0)
     ax.set_xlabel("predicted class id")
     ax.set_ylabel("true class id")
-    ax.set_title(f"Confusion matrix: accuracy {accuracy:.2%} (n={int(cm.sum())})", fontsize=12)
-    bar = fig.colorbar(image, ax=ax, shrink=0.8, label="samples (log scale; white = 0)")
+    fig.suptitle(f"Confusion matrix: accuracy {accuracy:.2%} (n={int(cm.sum())})", fontsize=12)
+    bar = (fig.colorbar(image, cax=bar_ax, label="samples (log scale; white = 0)") if bar_ax is not None
+           else fig.colorbar(image, ax=ax, shrink=0.8, label="samples (log scale; white = 0)"))
     for axis_formatter in (bar.ax.yaxis.set_major_formatter, bar.ax.yaxis.set_minor_formatter):
         axis_formatter(LogFormatter())  # plain counts ("2", "50"), not "2×10⁰"
     return _save(fig, path)
@@ -164,8 +209,10 @@ def _shorten(text: str, width: int = _CAPTION_CHARS) -> str:
 def _plot_gallery(
     wrong: np.ndarray, images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray,
     conf: np.ndarray, class_names: Sequence[str], total_wrong: int, path: Path,
+    icons: list[np.ndarray] | None = None,
 ) -> Path:
-    """Grid of misclassified crops; each caption gives true and predicted class and the predicted prob."""
+    """Grid of misclassified crops; each caption gives true and predicted class and the predicted prob. With
+    icons, each crop has the drawings of its true (left) and predicted (right) class below it."""
     if wrong.size == 0:  # no errors, or max_gallery=0: say which, so an empty image is never ambiguous
         text = "no misclassified images" if total_wrong == 0 else f"{total_wrong} misclassified (gallery off)"
         fig = Figure(figsize=(5, 1.5))
@@ -178,8 +225,9 @@ def _plot_gallery(
     fig.suptitle(f"Misclassified images: {shown} of {total_wrong} errors", fontsize=12)
     for slot, i in enumerate(wrong):
         ax = fig.add_subplot(rows, cols, slot + 1)
-        ax.imshow(images[i], interpolation="nearest")  # crops are tiny; smoothing would blur them further
         t, p = int(y_true[i]), int(y_pred[i])
+        tile = images[i] if icons is None else _with_icons(images[i], icons[t], icons[p])
+        ax.imshow(tile, interpolation="nearest")  # crops are tiny; smoothing would blur them further
         ax.set_title(
             f"T {t}: {_shorten(class_names[t])}\nP {p}: {_shorten(class_names[p])}\np = {conf[i]:.2f}",
             fontsize=7, loc="left",
@@ -187,6 +235,17 @@ def _plot_gallery(
         ax.set_xticks([])
         ax.set_yticks([])
     return _save(fig, path)
+
+
+def _with_icons(image: np.ndarray, true_icon: np.ndarray, predicted_icon: np.ndarray) -> np.ndarray:
+    """The crop on top, the two classes' drawings side by side below it, at the crop's width."""
+    w = image.shape[1]
+    half = w // 2
+    pair = [np.asarray(Image.fromarray(icon).resize((half, half), Image.Resampling.LANCZOS))
+            for icon in (true_icon, predicted_icon)]
+    row = np.full((half, w, 3), 255, np.uint8)
+    row[:, :half], row[:, w - half:] = pair
+    return np.concatenate([image, row], axis=0)
 
 
 def _check_arrays(n: int, c: int, probs: np.ndarray, images: np.ndarray, paths: Sequence[object]) -> None:
@@ -215,7 +274,7 @@ def _write_tables(out: Path, cm: np.ndarray, class_names: Sequence[str]) -> list
 
 def _write_errors(
     out: Path, yt: np.ndarray, yp: np.ndarray, probs: np.ndarray, images: np.ndarray,
-    paths: Sequence[str | Path], class_names: Sequence[str], max_gallery: int,
+    paths: Sequence[str | Path], class_names: Sequence[str], max_gallery: int, icons: list[np.ndarray] | None,
 ) -> list[Path]:
     """misclassified.csv (every error, with its file) and the misclassified.png gallery."""
     conf = probs[np.arange(yt.size), yp]
@@ -231,7 +290,7 @@ def _write_errors(
     return [
         _write_csv(out / "misclassified.csv", header, rows),
         _plot_gallery(wrong[: max(max_gallery, 0)], images, yt, yp, conf, class_names, wrong.size,
-                      out / "misclassified.png"),
+                      out / "misclassified.png", icons),
     ]
 
 
@@ -257,6 +316,7 @@ def write_report(
     cm = confusion_matrix(yt, yp, c)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", "utf-8")
     files = [out / "summary.json", *_write_tables(out, cm, class_names)]
-    files.append(_plot_confusion(cm, summary["accuracy"], out / "confusion.png"))
-    files += _write_errors(out, yt, yp, probs, images, paths, class_names, max_gallery)
+    icons = class_pictograms(class_names)
+    files.append(_plot_confusion(cm, summary["accuracy"], out / "confusion.png", icons))
+    files += _write_errors(out, yt, yp, probs, images, paths, class_names, max_gallery, icons)
     return {**summary, "files": [str(f) for f in files]}
