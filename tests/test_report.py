@@ -208,7 +208,7 @@ def test_track_errors_name_the_physical_signs_that_hold_the_errors():
 
 
 def test_gtsrb_classes_get_signlabs_drawings_matched_by_name():
-    from signlab.report import class_pictograms
+    from signlab.report_plots import class_pictograms
 
     assert class_pictograms(NAMES4) is None  # not GTSRB's classes: no drawings
     icons = class_pictograms(GTSRB_CLASS_NAMES, side=24)
@@ -224,11 +224,40 @@ def test_gtsrb_classes_get_signlabs_drawings_matched_by_name():
 
 
 def test_gallery_tiles_show_the_true_and_predicted_drawings_below_the_crop():
-    from signlab.report import _with_icons
+    from signlab.report_plots import with_icons
 
     crop = np.zeros((32, 32, 3), np.uint8)
     red, blue = np.full((48, 48, 3), (200, 0, 0), np.uint8), np.full((48, 48, 3), (0, 0, 200), np.uint8)
-    tile = _with_icons(crop, red, blue)
+    tile = with_icons(crop, red, blue)
     assert tile.shape == (48, 32, 3)
     assert (tile[:32] == 0).all()  # the crop, untouched
     assert (tile[32:, :16] == (200, 0, 0)).all() and (tile[32:, 16:] == (0, 0, 200)).all()  # true | predicted
+
+
+def test_worst_signs_rows_show_every_error_of_a_sign_then_fill_with_correct_shots():
+    from signlab.report_plots import pick_shots
+
+    members = np.arange(100, 130)  # one track of 30 shots
+    wrong = np.zeros(30, bool)
+    wrong[[3, 17]] = True
+    picked = pick_shots(members, wrong, 10)
+    assert len(picked) == 10 and {103, 117} <= set(picked.tolist()) and (np.diff(picked) > 0).all()
+    assert pick_shots(members, np.ones(30, bool), 4).tolist() == [100, 110, 119, 129]  # spread over the errors
+    assert pick_shots(members[:3], wrong[:3], 10).tolist() == [100, 101, 102]  # a short track: all of it
+
+
+def test_report_adds_worst_signs_only_with_tracks_and_errors(tmp_path):
+    y_true = np.repeat([0, 1, 2], 6)
+    y_pred = y_true.copy()
+    y_pred[[1, 2, 8]] = [1, 1, 0]
+    probs, images = _inputs(y_true, y_pred, 43)
+    paths = [f"{i}.png" for i in range(18)]
+    tracks = np.repeat([5, 6, 7], 6)
+    with_tracks = write_report(tmp_path / "a", y_true, y_pred, probs, images, paths, GTSRB_CLASS_NAMES,
+                               tracks=tracks)
+    assert str(tmp_path / "a" / "worst_signs.png") in with_tracks["files"]
+    assert Image.open(tmp_path / "a" / "worst_signs.png").size[1] > 100
+    without = write_report(tmp_path / "b", y_true, y_pred, probs, images, paths, GTSRB_CLASS_NAMES)
+    assert not (tmp_path / "b" / "worst_signs.png").exists() and len(without["files"]) == len(with_tracks["files"]) - 1
+    perfect = write_report(tmp_path / "c", y_true, y_true, probs, images, paths, GTSRB_CLASS_NAMES, tracks=tracks)
+    assert not (tmp_path / "c" / "worst_signs.png").exists() and perfect["accuracy"] == 1.0

@@ -68,7 +68,8 @@ def evaluate(target: str | Path, data: str | None = None, report_dir: str | Path
                 except OSError:
                     pass  # a read-only run folder: the count is still reported
     if report_dir is not None:
-        written = write_report(Path(report_dir), y_true, y_pred, probs, ds.images, ds.paths, loaded.class_names)
+        written = write_report(Path(report_dir), y_true, y_pred, probs, ds.images, ds.paths, loaded.class_names,
+                               tracks=ds.tracks)
         summary["report"] = written.get("files", [])
     return summary
 

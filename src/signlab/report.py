@@ -1,42 +1,21 @@
-"""Evaluation report of a classifier: confusion matrix, per-class accuracy, worst confusions, error gallery.
+"""Evaluation report of a classifier: confusion matrix, per-class accuracy, worst confusions, the physical
+signs that hold the errors, and a report folder of CSVs and figures (drawn by signlab.report_plots).
 
 NumPy, Pillow and matplotlib only (no torch), so a report can be rebuilt from saved predictions on any machine.
-Figures are drawn on a bare Agg canvas instead of pyplot: no global backend switch, no figures left open.
-Where the classes are GTSRB's, the figures show signlab's own drawing of each class (signlab.synth) beside
-its id, so a reader sees which signs are confused without looking the numbers up.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import LogNorm
-from matplotlib.figure import Figure
-from matplotlib.ticker import LogFormatter
-from PIL import Image
 
-_DPI = 110
-_GALLERY_COLS = 8
-_TILE_W, _TILE_H = 2.1, 2.2  # inches per gallery tile: an image plus a three-line caption
-_CAPTION_CHARS = 26  # what fits on one 7 pt line of a 2.1 in tile
+from signlab.report_plots import class_pictograms, plot_confusion, plot_gallery, plot_worst_signs
+
 _PAIR_HEADER = ("true", "true_name", "predicted", "predicted_name", "count")
-# Shorter wordings of long GTSRB names, tried before cutting; other names pass through unchanged.
-_ABBREVIATIONS = (
-    ("Vehicles over 3.5 metric tons", ">3.5t vehicles"),
-    ("vehicles over 3.5 metric tons", ">3.5t"),
-    ("Right-of-way at the next intersection", "Right-of-way at junction"),
-    ("End of all speed and passing limits", "End of all limits"),
-    ("End of speed limit", "End of limit"),
-    (" to the ", " "),
-    (" on the ", " "),
-)
-
 
 def _labels(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """Return the labels as 1-D int64 arrays, or raise ValueError saying what is wrong with them."""
@@ -126,128 +105,6 @@ def _write_csv(path: Path, header: Sequence[str], rows: list[Sequence[object]]) 
     return path
 
 
-def _save(fig: Figure, path: Path) -> Path:
-    FigureCanvasAgg(fig)  # attaches an Agg canvas to the figure; pyplot is never involved
-    fig.savefig(path, dpi=_DPI, facecolor="white")
-    return path
-
-
-def class_pictograms(class_names: Sequence[str], side: int = 48) -> list[np.ndarray] | None:
-    """signlab's drawing of each class as (side, side, 3) uint8 on white, where every class is a GTSRB class
-    (matched by name, so any order or subset works); None for other datasets."""
-    from signlab.classes import GTSRB_CLASS_NAMES
-
-    index = {name: i for i, name in enumerate(GTSRB_CLASS_NAMES)}
-    if not class_names or any(name not in index for name in class_names):
-        return None
-    from signlab.synth.pictograms import draw_sign  # drawn only for a GTSRB report
-
-    icons = []
-    for name in class_names:
-        canvas = Image.new("RGBA", (side, side), (255, 255, 255, 255))
-        canvas.alpha_composite(draw_sign(index[name], side))
-        icons.append(np.asarray(canvas.convert("RGB")))
-    return icons
-
-
-def _icon_strip(icons: list[np.ndarray], vertical: bool) -> np.ndarray:
-    """The icons in a row (or column), a white pixel between neighbours so they do not touch."""
-    padded = [np.pad(i, ((1, 1), (1, 1), (0, 0)), constant_values=255) for i in icons]
-    return np.concatenate(padded, axis=0 if vertical else 1)
-
-
-def _confusion_axes(fig: Figure, c: int, icons: list[np.ndarray] | None):
-    """The matrix's axes and the colour bar's; with icons, a strip of pictograms above the matrix's columns
-    and left of its rows, sharing its coordinates so each drawing sits on its class's column and row."""
-    if icons is None:
-        return fig.add_subplot(), None
-    grid = fig.add_gridspec(2, 3, width_ratios=(1, c, 0.6), height_ratios=(1, c), wspace=0, hspace=0)
-    ax = fig.add_subplot(grid[1, 1])
-    top = fig.add_subplot(grid[0, 1], sharex=ax)
-    left = fig.add_subplot(grid[1, 0], sharey=ax)
-    top.imshow(_icon_strip(icons, vertical=False), extent=(-0.5, c - 0.5, 0, 1), aspect="auto")
-    left.imshow(_icon_strip(icons, vertical=True), extent=(0, 1, c - 0.5, -0.5), aspect="auto")
-    for strip in (top, left):
-        strip.set_axis_off()
-    return ax, fig.add_subplot(grid[1, 2])
-
-
-def _plot_confusion(cm: np.ndarray, accuracy: float, path: Path, icons: list[np.ndarray] | None = None) -> Path:
-    """Counts on a log colour scale: a linear one hides every error under the bright diagonal."""
-    c = cm.shape[0]
-    side = min(max(4.0, 0.22 * c + 2.0), 16.0)
-    fig = Figure(figsize=(side + 1.2, side) if icons else (side + 0.8, side), layout="constrained")
-    ax, bar_ax = _confusion_axes(fig, c, icons)
-    masked = np.ma.masked_equal(cm, 0)  # empty cells stay white, so real (even single) errors stand out
-    # aspect "auto" with icons: the matrix fills its grid cell, which the icon strips share exactly
-    image = ax.imshow(masked, cmap="viridis", norm=LogNorm(vmin=1, vmax=max(2, int(cm.max()))),
-                      interpolation="nearest", aspect="auto" if icons else "equal")
-    ticks = np.arange(c)
-    fontsize = 7 if c > 20 else 9
-    ax.set_xticks(ticks, [str(i) for i in ticks], fontsize=fontsize, rotation=90)
-    ax.set_yticks(ticks, [str(i) for i in ticks], fontsize=fontsize)
-    ax.set_xticks(ticks - 0.5, minor=True)
-    ax.set_yticks(ticks - 0.5, minor=True)
-    ax.grid(which="minor", color="0.88", linewidth=0.4)  # faint cell borders help follow a row by eye
-    ax.tick_params(which="minor", length=0)
-    ax.set_xlabel("predicted class id")
-    ax.set_ylabel("true class id")
-    fig.suptitle(f"Confusion matrix: accuracy {accuracy:.2%} (n={int(cm.sum())})", fontsize=12)
-    bar = (fig.colorbar(image, cax=bar_ax, label="samples (log scale; white = 0)") if bar_ax is not None
-           else fig.colorbar(image, ax=ax, shrink=0.8, label="samples (log scale; white = 0)"))
-    for axis_formatter in (bar.ax.yaxis.set_major_formatter, bar.ax.yaxis.set_minor_formatter):
-        axis_formatter(LogFormatter())  # plain counts ("2", "50"), not "2×10⁰"
-    return _save(fig, path)
-
-
-def _shorten(text: str, width: int = _CAPTION_CHARS) -> str:
-    for long, short in _ABBREVIATIONS:
-        text = text.replace(long, short)
-    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
-
-
-def _plot_gallery(
-    wrong: np.ndarray, images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray,
-    conf: np.ndarray, class_names: Sequence[str], total_wrong: int, path: Path,
-    icons: list[np.ndarray] | None = None,
-) -> Path:
-    """Grid of misclassified crops; each caption gives true and predicted class and the predicted prob. With
-    icons, each crop has the drawings of its true (left) and predicted (right) class below it."""
-    if wrong.size == 0:  # no errors, or max_gallery=0: say which, so an empty image is never ambiguous
-        text = "no misclassified images" if total_wrong == 0 else f"{total_wrong} misclassified (gallery off)"
-        fig = Figure(figsize=(5, 1.5))
-        fig.text(0.5, 0.5, text, ha="center", va="center", fontsize=14)
-        return _save(fig, path)
-    cols = min(_GALLERY_COLS, wrong.size)
-    rows = math.ceil(wrong.size / cols)
-    fig = Figure(figsize=(_TILE_W * cols, _TILE_H * rows + 0.5), layout="constrained")
-    shown = f"the {wrong.size} most confident" if wrong.size < total_wrong else f"all {wrong.size}"
-    fig.suptitle(f"Misclassified images: {shown} of {total_wrong} errors", fontsize=12)
-    for slot, i in enumerate(wrong):
-        ax = fig.add_subplot(rows, cols, slot + 1)
-        t, p = int(y_true[i]), int(y_pred[i])
-        tile = images[i] if icons is None else _with_icons(images[i], icons[t], icons[p])
-        ax.imshow(tile, interpolation="nearest")  # crops are tiny; smoothing would blur them further
-        ax.set_title(
-            f"T {t}: {_shorten(class_names[t])}\nP {p}: {_shorten(class_names[p])}\np = {conf[i]:.2f}",
-            fontsize=7, loc="left",
-        )
-        ax.set_xticks([])
-        ax.set_yticks([])
-    return _save(fig, path)
-
-
-def _with_icons(image: np.ndarray, true_icon: np.ndarray, predicted_icon: np.ndarray) -> np.ndarray:
-    """The crop on top, the two classes' drawings side by side below it, at the crop's width."""
-    w = image.shape[1]
-    half = w // 2
-    pair = [np.asarray(Image.fromarray(icon).resize((half, half), Image.Resampling.LANCZOS))
-            for icon in (true_icon, predicted_icon)]
-    row = np.full((half, w, 3), 255, np.uint8)
-    row[:, :half], row[:, w - half:] = pair
-    return np.concatenate([image, row], axis=0)
-
-
 def _check_arrays(n: int, c: int, probs: np.ndarray, images: np.ndarray, paths: Sequence[object]) -> None:
     if probs.shape != (n, c):
         raise ValueError(f"probs must have shape (N, C) = ({n}, {c}), got {probs.shape}")
@@ -289,7 +146,7 @@ def _write_errors(
     header = ["index", "path", *_PAIR_HEADER[:4], "prob_predicted", "prob_true"]
     return [
         _write_csv(out / "misclassified.csv", header, rows),
-        _plot_gallery(wrong[: max(max_gallery, 0)], images, yt, yp, conf, class_names, wrong.size,
+        plot_gallery(wrong[: max(max_gallery, 0)], images, yt, yp, conf, class_names, wrong.size,
                       out / "misclassified.png", icons),
     ]
 
@@ -303,8 +160,10 @@ def write_report(
     paths: Sequence[str | Path],
     class_names: Sequence[str],
     max_gallery: int = 64,
+    tracks: np.ndarray | None = None,
 ) -> dict:
-    """Write the report files into out_dir; return the summary plus "files", the paths written (as str)."""
+    """Write the report files into out_dir; return the summary plus "files", the paths written (as str).
+    tracks: each image's physical sign (GTSRB track key, -1 unknown); with them, worst_signs.png."""
     c = len(class_names)
     yt, yp = _labels(y_true, y_pred, c)
     probs, images = np.asarray(probs), np.asarray(images)
@@ -317,6 +176,9 @@ def write_report(
     (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", "utf-8")
     files = [out / "summary.json", *_write_tables(out, cm, class_names)]
     icons = class_pictograms(class_names)
-    files.append(_plot_confusion(cm, summary["accuracy"], out / "confusion.png", icons))
+    files.append(plot_confusion(cm, summary["accuracy"], out / "confusion.png", icons))
     files += _write_errors(out, yt, yp, probs, images, paths, class_names, max_gallery, icons)
+    if tracks is not None:
+        worst = plot_worst_signs(images, yt, yp, np.asarray(tracks), class_names, icons, out / "worst_signs.png")
+        files += [worst] if worst is not None else []
     return {**summary, "files": [str(f) for f in files]}
