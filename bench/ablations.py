@@ -20,8 +20,7 @@ import json
 from pathlib import Path
 
 from runs import train_run
-
-from signlab.evaluate import evaluate
+from signlab.evaluation import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ["--preset", "fast", "--epochs", "2"]  # the preset had 2 epochs when the table was made

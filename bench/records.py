@@ -30,7 +30,7 @@ import torch
 
 from signlab.config import TrainConfig, load_preset
 from signlab.data import load_images, split_indices
-from signlab.evaluate import evaluate
+from signlab.evaluation import evaluate
 from signlab.models import count_macs, create_model
 from signlab.predict import load_model, predict_images
 from signlab.runtime import bf16_active

@@ -26,7 +26,7 @@ def test_evaluate_and_predict_give_the_same_logits_for_the_same_files(trained):
     """One preprocessing: evaluate's path (the dataset loader, ROI from the CSV) and predict's (files named on
     the command line, ROI looked up in the CSV beside them) must turn the same files into the same tensors."""
     from signlab.data import align_labels
-    from signlab.evaluate import evaluation_set
+    from signlab.evaluation import evaluation_set
     from signlab.predict import load_model, predict_files, predict_images
 
     data, out = trained

@@ -138,18 +138,19 @@ def given_train_fields(args: argparse.Namespace) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from signlab.config import resolve_train_config
-    from signlab.train import train
+    from signlab.api import train
 
     is_main = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 speaks
-    train(resolve_train_config(given_train_fields(args), print if is_main else (lambda _: None)))
+    train(**given_train_fields(args), log=print if is_main else (lambda _: None))
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from signlab.evaluate import evaluate, format_summary
+    from signlab.api import evaluate
+    from signlab.evaluation import format_summary
 
-    summary = evaluate(args.target, args.data, args.report, args.device or "auto", args.tta, args.batch_size or 256)
+    summary = evaluate(args.target, args.data, report=args.report, device=args.device or "auto", tta=args.tta,
+                       batch_size=args.batch_size or 256)
     print(json.dumps(summary) if args.json else format_summary(summary))
     return 0
 

@@ -112,6 +112,12 @@ def decode_image(path: str | Path, size: int, roi=None, csv_size=None,
         return None, reason
     except (ValueError, SyntaxError, Image.UnidentifiedImageError) as e:
         return None, f"unreadable: {e}"
+    return crop_resize(rgb, size, roi, csv_size), ""
+
+
+def crop_resize(rgb: Image.Image, size: int, roi=None, csv_size=None) -> np.ndarray:
+    """A decoded RGB frame's ROI (on the CSV's grid), or the whole frame, resized to (size, size, 3) uint8.
+    Public so that bench/robustness.py crops a perturbed frame exactly as decoding crops a file."""
     box = None
     if roi is not None:
         # The CSV gives the ROI on the original grid; this copy may be stored at another size.
@@ -121,7 +127,7 @@ def decode_image(path: str | Path, size: int, roi=None, csv_size=None,
         if box[2] - box[0] < 1 or box[3] - box[1] < 1:
             box = None  # a degenerate ROI: keep the whole frame rather than drop the sample
     out = rgb.resize((size, size), Image.Resampling.BILINEAR, box=box, reducing_gap=None)
-    return np.asarray(out, dtype=np.uint8), ""
+    return np.asarray(out, dtype=np.uint8)
 
 
 def _decode_chunk(args) -> tuple[list[np.ndarray | None], list[str], int]:

@@ -58,6 +58,17 @@ class Preprocessing:
             roi = csv_size = None
         return decode_image(path, self.image_size, roi, csv_size, self.max_pixels)
 
+    def decode_array(self, image) -> np.ndarray:
+        """An image already in memory (a PIL image of any mode, or an (H, W, 3|4) / (H, W) uint8 array) ->
+        (S, S, 3) uint8 before contrast normalisation: the whole frame, resized as `decode` resizes."""
+        from PIL import Image
+
+        from signlab.data import crop_resize, to_rgb_array
+
+        if isinstance(image, np.ndarray):
+            image = Image.fromarray(np.ascontiguousarray(image))
+        return crop_resize(Image.fromarray(to_rgb_array(image)), self.image_size)
+
     def load(self, root: str | Path | None, max_bad_fraction: float = 1.0, progress: bool = False) -> ImageSet:
         """A dataset folder decoded as `decode` does it (cached on disk), before contrast normalisation."""
         return load_images(root, self.image_size, self.crop, max_pixels=self.max_pixels,

@@ -1,7 +1,7 @@
 """The run folder and where training stands in it: opening a run, saving and restoring a `TrainState`.
 
 A checkpoint carries weights (model, EMA), optimizer tensors, the TrainState and the RNG states; every other
-random choice is a function of (seed, epoch, step, rank), so a resumed run is bit-identical (see train.py).
+random choice is a function of (seed, epoch, step, rank), so a resumed run is bit-identical (see trainer.py).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from signlab.checkpoint import list_checkpoints
 from signlab.cli import main
 from signlab.config import TrainConfig
-from signlab.train import lr_at
+from signlab.trainer import lr_at
 
 TINY = {"model": "signnet", "model_options": {"widths": [8, 16], "depth": 1}, "batch_size": 8, "epochs": 2,
         "threads": 1}
@@ -130,7 +130,7 @@ def test_existing_run_needs_resume_or_overwrite(tmp_path, tiny, capsys):
 def test_ema_decay_ramps_up_so_short_runs_forget_the_initial_weights():
     import torch
 
-    from signlab.train import update_ema
+    from signlab.trainer import update_ema
 
     model = torch.nn.Linear(2, 1)
     torch.nn.init.ones_(model.weight)
@@ -207,7 +207,7 @@ def test_val_data_with_a_class_missing_keeps_the_other_labels(tmp_path):
     from conftest import make_folders
 
     from signlab.config import resolve_train_config
-    from signlab.train import prepare_data
+    from signlab.trainer import prepare_data
 
     train_dir = make_folders(tmp_path / "train", names=("a", "b", "c"))
     val_dir = make_folders(tmp_path / "val", names=("a", "c"))

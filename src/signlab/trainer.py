@@ -161,11 +161,11 @@ class Training:
         return info
 
 
-def train(cfg: TrainConfig) -> dict:
+def train(cfg: TrainConfig, log: Callable[[str], object] | None = None) -> dict:
     """Train a model as the resolved config says (config.resolve_train_config); returns the last epoch's
-    metrics. Raises UserError on bad input or a fault."""
+    metrics. Raises UserError on bad input or a fault. log: where rank 0's lines go (default print)."""
     dist = Distributed.from_env()
-    log = print if dist.is_main else (lambda *a, **k: None)
+    log = (log or print) if dist.is_main else (lambda *a, **k: None)
     if dist.world > 1 and cfg.batch_size < dist.world:
         raise UserError(f"--batch-size {cfg.batch_size}: must be at least the number of processes ({dist.world})")
     device = dist.device if dist.world > 1 else pick_device(cfg.device)

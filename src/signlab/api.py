@@ -1,0 +1,186 @@
+"""signlab as a library: load a trained model and use it in your own code; train and evaluate with the
+options the CLI takes (the CLI calls these functions).
+
+    import signlab
+
+    model = signlab.load("runs/demo")
+    for p in model.predict(["stop.jpg", "sign.png"]):
+        print(p.name, p.probability)
+
+`signlab.load` returns what its run was trained for. Today that is a `Classifier` of cropped signs
+(`predict`); a detector of signs in whole road scenes will come from the same call with `detect(scenes)`,
+and both share `task`, `class_names`, `preprocessing` and `path`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from signlab.errors import UserError
+from signlab.layouts import entries_for_paths
+from signlab.predict import LoadedModel, load_model, predict_images
+from signlab.runtime import pick_device
+
+# One image: a file path, a PIL image, or an (H, W, 3) uint8 array (RGB, NHWC like the lecture's tensors).
+ImageInput = str | Path | Image.Image | np.ndarray
+
+
+@dataclass(frozen=True)
+class ClassScore:
+    class_id: int
+    name: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image's result: its best class and the top k, best first."""
+
+    class_id: int
+    name: str
+    probability: float
+    top: tuple[ClassScore, ...]
+    source: str | None = None  # the file's path; None for an image given in memory
+
+    def to_dict(self) -> dict:
+        return {"path": self.source, "class_id": self.class_id, "name": self.name,
+                "probability": self.probability, "top": [vars(t) for t in self.top]}
+
+
+class Classifier:
+    """A trained classifier of cropped signs. Thread-safe for concurrent `predict` calls on CPU."""
+
+    task = "classify"
+
+    def __init__(self, loaded: LoadedModel, device: torch.device, batch_size: int = 256) -> None:
+        self._loaded, self.device, self.batch_size = loaded, device, batch_size
+
+    @property
+    def class_names(self) -> list[str]:
+        return self._loaded.class_names
+
+    @property
+    def preprocessing(self):
+        return self._loaded.preprocessing
+
+    @property
+    def path(self) -> Path:
+        return self._loaded.path
+
+    @property
+    def config(self):
+        return self._loaded.config
+
+    @property
+    def module(self) -> torch.nn.Module:
+        """The torch model, in eval mode, for export or inspection."""
+        return self._loaded.model
+
+    def __repr__(self) -> str:
+        return (f"Classifier({self.config.model}, {len(self.class_names)} classes, "
+                f"{self.preprocessing.image_size}x{self.preprocessing.image_size}, from {self.path})")
+
+    def decode(self, images: ImageInput | Sequence[ImageInput]) -> tuple[np.ndarray, list[str | None]]:
+        """The images as the model's decoded input (N, S, S, 3) uint8 and their sources. Files listed in a
+        GTSRB CSV are cropped to its ROI, as training crops them; anything else is taken whole."""
+        items = _as_list(images)
+        paths = [str(i) for i in items if isinstance(i, (str, Path))]
+        entries = iter(entries_for_paths(paths)) if paths else iter(())
+        pre, arrays, sources = self.preprocessing, [], []
+        for item in items:
+            if isinstance(item, (str, Path)):
+                entry = next(entries)
+                array, reason = pre.decode(entry.path, entry.roi, entry.csv_size)
+                if array is None:
+                    raise UserError(f"{item}: {reason}; pass a readable image file")
+                arrays.append(array)
+                sources.append(str(item))
+            elif isinstance(item, (Image.Image, np.ndarray)):
+                arrays.append(pre.decode_array(_checked_array(item)))
+                sources.append(None)
+            else:
+                raise TypeError(f"an image is a path, a PIL image or an (H, W, 3) uint8 array, not {type(item)}")
+        size = pre.image_size
+        return (np.stack(arrays) if arrays else np.zeros((0, size, size, 3), np.uint8)), sources
+
+    def probabilities(self, images: ImageInput | Sequence[ImageInput], tta: bool | None = None) -> np.ndarray:
+        """(N, classes) float32 softmax probabilities. tta None: as the model was trained to be used."""
+        decoded, _ = self.decode(images)
+        if len(decoded) == 0:
+            return np.zeros((0, len(self.class_names)), np.float32)
+        logits = predict_images(self._loaded, decoded, self.device, self.batch_size, tta)
+        return torch.softmax(logits.float(), dim=1).numpy()
+
+    def predict(self, images: ImageInput | Sequence[ImageInput], top_k: int = 5,
+                tta: bool | None = None) -> list[Prediction]:
+        """One Prediction per image, in order. A single image gives a list of one."""
+        if top_k < 1:
+            raise ValueError(f"top_k must be at least 1, got {top_k}")
+        decoded, sources = self.decode(images)
+        if len(decoded) == 0:
+            return []
+        logits = predict_images(self._loaded, decoded, self.device, self.batch_size, tta)
+        probs = torch.softmax(logits.float(), dim=1)
+        top_p, top_i = probs.topk(min(top_k, probs.shape[1]), dim=1)
+        results = []
+        for p_row, i_row, source in zip(top_p.tolist(), top_i.tolist(), sources, strict=True):
+            top = tuple(ClassScore(c, self.class_names[c], p) for p, c in zip(p_row, i_row, strict=True))
+            results.append(Prediction(top[0].class_id, top[0].name, top[0].probability, top, source))
+        return results
+
+
+def _as_list(images) -> list:
+    if isinstance(images, (str, Path, Image.Image)):
+        return [images]
+    if isinstance(images, np.ndarray):
+        if images.ndim == 4:  # a batch (N, H, W, C)
+            return list(images)
+        return [images]
+    if isinstance(images, Iterable):
+        return list(images)
+    raise TypeError(f"images: a path, a PIL image, an array or a list of them, not {type(images)}")
+
+
+def _checked_array(image):
+    if isinstance(image, Image.Image):
+        return image
+    if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))):
+        raise ValueError(f"an image array must be uint8 (H, W, 3), (H, W, 4) or (H, W), got {image.dtype} "
+                         f"{image.shape}")
+    return image
+
+
+def load(target: str | Path, device: str = "auto", batch_size: int = 256) -> Classifier:
+    """The model in a run folder or weights file, ready to use. device: auto, cpu or cuda."""
+    torch_device = pick_device(device)
+    return Classifier(load_model(target, torch_device), torch_device, batch_size)
+
+
+def train(data: str | Path | None = None, *, preset: str | None = None,
+          log: Callable[[str], object] = print, **options) -> Path:
+    """Train as `signlab train` does and return the run folder. Options are the CLI's flags as keyword
+    arguments with underscores (`val_data`, `epochs`, `batch_size`, `out`, `bf16`, ...), `augment={...}` and
+    `model_options={...}`; checked exactly as the flags are (signlab.errors.UserError on a bad value or an
+    unknown name)."""
+    from signlab.config import resolve_train_config
+    from signlab.trainer import train as run_training
+
+    given = {**options, **({"data": str(data)} if data is not None else {}),
+             **({"preset": preset} if preset else {})}
+    cfg = resolve_train_config(given, log)
+    run_training(cfg, log)
+    return Path(cfg.out)
+
+
+def evaluate(target: str | Path, data: str | Path | None = None, *, report: str | Path | None = None,
+             device: str = "auto", tta: bool | None = None, batch_size: int = 256) -> dict:
+    """Evaluate as `signlab evaluate` does; returns its JSON summary as a dict (accuracy, n, per_class, ...)."""
+    from signlab.evaluation import evaluate as run_evaluation
+
+    return run_evaluation(target, None if data is None else str(data), report, device, tta, batch_size)
