@@ -179,8 +179,10 @@ def train(data: str | Path | None = None, *, preset: str | None = None,
 
 
 def evaluate(target: str | Path, data: str | Path | None = None, *, report: str | Path | None = None,
-             device: str = "auto", tta: bool | None = None, batch_size: int = 256) -> dict:
+             device: str = "auto", tta: bool | None = None, batch_size: int = 256, backend: str = "torch") -> dict:
     """Evaluate as `signlab evaluate` does; returns its JSON summary as a dict (accuracy, n, per_class, ...)."""
     from signlab.evaluation import evaluate as run_evaluation
 
+    if backend != "torch":  # the onnxruntime backend comes with signlab export
+        raise UserError(f"--backend {backend}: not available yet; use --backend torch")
     return run_evaluation(target, None if data is None else str(data), report, device, tta, batch_size)

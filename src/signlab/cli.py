@@ -1,4 +1,4 @@
-"""The `signlab` command: train, evaluate, predict, info, lab."""
+"""The `signlab` command: train, evaluate, predict, export, serve, info, download, synth, lab."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 from dataclasses import MISSING
 
 from signlab.errors import UserError
-from signlab.options import Option, argparse_type, at_least, between, declared, each, int_list, one_of
+from signlab.options import Option, above, argparse_type, at_least, between, declared, each, int_list, one_of
 from signlab.runtime import DEVICES
 
 
@@ -50,9 +50,12 @@ def train_options() -> list[tuple[str, object, Option]]:
     return found
 
 
-INFERENCE_OPTIONS = [  # evaluate and predict
+BACKENDS = ("torch", "onnx")
+INFERENCE_OPTIONS = [  # evaluate, predict and serve
     ("device", "auto", Option("--device", "auto, cpu or cuda", one_of(*DEVICES))),
     ("batch_size", 256, Option("--batch-size", "images per forward pass (default 256)", at_least(1))),
+    ("backend", "torch", Option("--backend", "torch, or onnx: onnxruntime on the exported model (signlab export)",
+                                one_of(*BACKENDS))),
 ]
 
 
@@ -85,6 +88,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="test-time augmentation (default: as the model was trained to be used)")
     add_options(p, INFERENCE_OPTIONS)
+
+    x = sub.add_parser("export", help="export a trained model to ONNX (and int8), with a model card beside it")
+    x.add_argument("target", metavar="RUN_DIR_OR_WEIGHTS")
+    x.add_argument("--format", default="onnx", type=argparse_type(Option("--format", "", one_of("onnx")), str),
+                   help="onnx (default)")
+    x.add_argument("--int8", action="store_true",
+                   help="also write an int8 model (onnxruntime static quantisation, calibrated on training images)")
+    x.add_argument("--out", metavar="FILE", help="the .onnx file to write (default: model.onnx in the run folder)")
+
+    v = sub.add_parser("serve", help="a web page and a JSON API that classify photos, on 127.0.0.1 unless told")
+    v.add_argument("target", metavar="RUN_DIR_OR_WEIGHTS")
+    v.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    v.add_argument("--port", type=argparse_type(Option("--port", "", between(1, 65535)), int), default=8000,
+                   help="TCP port (default 8000)")
+    v.add_argument("--max-upload-mb", type=argparse_type(Option("--max-upload-mb", "", above(0)), float),
+                   default=10.0, help="largest upload accepted, in MB (default 10)")
+    v.add_argument("--max-concurrent", type=argparse_type(Option("--max-concurrent", "", at_least(1)), int),
+                   default=8, help="requests classified at once; more get 503 (default 8)")
+    add_options(v, INFERENCE_OPTIONS)
 
     i = sub.add_parser("info", help="describe a dataset folder")
     i.add_argument("dir", metavar="DIR")
@@ -150,7 +172,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from signlab.evaluation import format_summary
 
     summary = evaluate(args.target, args.data, report=args.report, device=args.device or "auto", tta=args.tta,
-                       batch_size=args.batch_size or 256)
+                       batch_size=args.batch_size or 256, backend=args.backend or "torch")
     print(json.dumps(summary) if args.json else format_summary(summary))
     return 0
 
@@ -159,6 +181,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from signlab.predict import load_model, predict_files
     from signlab.runtime import pick_device
 
+    if (args.backend or "torch") != "torch":  # the onnxruntime backend comes with signlab export
+        raise UserError(f"--backend {args.backend}: not available yet; use --backend torch")
     device = pick_device(args.device or "auto")
     results = predict_files(load_model(args.target, device), args.paths, device, args.top_k, args.batch_size or 256,
                             tta=args.tta)
@@ -221,6 +245,23 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from signlab.export import export_model
+
+    for path in export_model(args.target, args.out, int8=args.int8):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from signlab.serve import serve
+
+    serve(args.target, host=args.host, port=args.port, device=args.device or "auto",
+          backend=args.backend or "torch", batch_size=args.batch_size or 256,
+          max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_concurrent=args.max_concurrent)
+    return 0
+
+
 def cmd_lab(args: argparse.Namespace) -> int:
     from signlab.lab.cli import run_lab
 
@@ -233,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # a bad flag (one line already printed), or --help
         return e.code if isinstance(e.code, int) else 2
     handler = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "info": cmd_info,
-               "lab": cmd_lab, "download": cmd_download, "synth": cmd_synth}[args.command]
+               "lab": cmd_lab, "download": cmd_download, "synth": cmd_synth, "export": cmd_export,
+               "serve": cmd_serve}[args.command]
     try:
         return handler(args)
     except UserError as e:
