@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFilter
 
-from signlab.synth.render import _shift_sum
+from signlab.synth.render import shift_sum
 
 Roi = tuple[float, float, float, float]
 PerturbFn = Callable[[np.ndarray, Roi, float, np.random.Generator], tuple[np.ndarray, Roi]]
@@ -62,7 +62,7 @@ def to_display(linear: np.ndarray) -> np.ndarray:
 def _taps_blur(image: np.ndarray, offsets: list[tuple[float, float]]) -> np.ndarray:
     """Mean of the image shifted by each offset (bilinear, edges extended): a blur with that kernel."""
     w = 1.0 / len(offsets)
-    out = _shift_sum(image.astype(np.float32), [(dx, dy, w) for dx, dy in offsets])
+    out = shift_sum(image.astype(np.float32), [(dx, dy, w) for dx, dy in offsets])
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 

@@ -315,12 +315,12 @@ def _camera(img: Image.Image, s, params: RenderParams, track: Track, centre: tup
         m = math.ceil(length) + 1
         taps = [((i / (m - 1) - 0.5) * length * math.cos(angle), (i / (m - 1) - 0.5) * length * math.sin(angle),
                  1 / m) for i in range(m)]
-        a = _shift_sum(a, taps)
+        a = shift_sum(a, taps)
     g = s("chroma")
     if _on(g, params.chroma_p):
         d, angle = _uniform(g, params.chroma_px) / 2, _uniform(g, (0, 2 * math.pi))
         dx, dy = d * math.cos(angle), d * math.sin(angle)
-        a = np.stack([_shift_sum(a[..., 0], [(dx, dy, 1.0)]), a[..., 1], _shift_sum(a[..., 2], [(-dx, -dy, 1.0)])], -1)
+        a = np.stack([shift_sum(a[..., 0], [(dx, dy, 1.0)]), a[..., 1], shift_sum(a[..., 2], [(-dx, -dy, 1.0)])], -1)
     if track.glare:
         a = a + _spot(a.shape[:2], centre, side, track.glare)[..., None]
     a = a * np.float32(track.gain)
@@ -345,7 +345,7 @@ def _camera(img: Image.Image, s, params: RenderParams, track: Track, centre: tup
     return out
 
 
-def _shift_sum(a: np.ndarray, taps: list[tuple[float, float, float]]) -> np.ndarray:
+def shift_sum(a: np.ndarray, taps: list[tuple[float, float, float]]) -> np.ndarray:
     """sum of w * a shifted by (dx, dy) px, bilinear for fractions, edges extended."""
     whole: dict[tuple[int, int], float] = {}
     for dx, dy, w in taps:
