@@ -25,7 +25,7 @@ ENVELOPE_BYTES = 16 * 1024
 
 class BodyTooLarge(HTTPException):
     def __init__(self, limit: int) -> None:
-        super().__init__(413, f"upload too large: the limit is {limit / 1e6:g} MB")
+        super().__init__(413, f"upload too large: the limit is {limit / 2**20:.3g} MB ({limit:,} bytes)")
 
 
 class BodyLimit:

@@ -29,7 +29,7 @@ async function loadHealth() {
 }
 
 function formatMB(bytes) {
-  return `${Math.round(bytes / 1e5) / 10} MB`;
+  return `${Math.round(bytes / 104857.6) / 10} MB`; // MB of 2^20 bytes, as --max-upload-mb counts them
 }
 
 function detailText(body, response) {
