@@ -114,8 +114,7 @@ class Classifier:
         decoded, _ = self.decode(images)
         if len(decoded) == 0:
             return np.zeros((0, len(self.class_names)), np.float32)
-        logits = predict_images(self._loaded, decoded, self.device, self.batch_size, tta)
-        return torch.softmax(logits.float(), dim=1).numpy()
+        return torch.softmax(self._logits(decoded, tta).float(), dim=1).numpy()
 
     def predict(self, images: ImageInput | Sequence[ImageInput], top_k: int = 5,
                 tta: bool | None = None) -> list[Prediction]:
@@ -125,14 +124,17 @@ class Classifier:
         decoded, sources = self.decode(images)
         if len(decoded) == 0:
             return []
-        logits = predict_images(self._loaded, decoded, self.device, self.batch_size, tta)
-        probs = torch.softmax(logits.float(), dim=1)
+        probs = torch.softmax(self._logits(decoded, tta).float(), dim=1)
         top_p, top_i = probs.topk(min(top_k, probs.shape[1]), dim=1)
         results = []
         for p_row, i_row, source in zip(top_p.tolist(), top_i.tolist(), sources, strict=True):
             top = tuple(ClassScore(c, self.class_names[c], p) for p, c in zip(p_row, i_row, strict=True))
             results.append(Prediction(top[0].class_id, top[0].name, top[0].probability, top, source))
         return results
+
+    def _logits(self, decoded: np.ndarray, tta: bool | None) -> torch.Tensor:
+        """Logits for decoded images; the onnxruntime backend (signlab.onnx_backend) overrides this."""
+        return predict_images(self._loaded, decoded, self.device, self.batch_size, tta)
 
 
 def _as_list(images) -> list:
@@ -156,8 +158,15 @@ def _checked_array(image):
     return image
 
 
-def load(target: str | Path, device: str = "auto", batch_size: int = 256) -> Classifier:
-    """The model in a run folder or weights file, ready to use. device: auto, cpu or cuda."""
+def load(target: str | Path, device: str = "auto", batch_size: int = 256, backend: str = "torch") -> Classifier:
+    """The model in a run folder or weights file, ready to use. device: auto, cpu or cuda. backend onnx, or a
+    .onnx file as target: the model written by `signlab export`, run by onnxruntime (same interface)."""
+    if backend not in ("torch", "onnx"):
+        raise UserError(f"--backend {backend}: use torch or onnx")
+    if backend == "onnx" or Path(target).suffix.lower() == ".onnx":
+        from signlab.onnx_backend import load_onnx
+
+        return load_onnx(target, device, batch_size)
     torch_device = pick_device(device)
     return Classifier(load_model(target, torch_device), torch_device, batch_size)
 
@@ -180,9 +189,10 @@ def train(data: str | Path | None = None, *, preset: str | None = None,
 
 def evaluate(target: str | Path, data: str | Path | None = None, *, report: str | Path | None = None,
              device: str = "auto", tta: bool | None = None, batch_size: int = 256, backend: str = "torch") -> dict:
-    """Evaluate as `signlab evaluate` does; returns its JSON summary as a dict (accuracy, n, per_class, ...)."""
+    """Evaluate as `signlab evaluate` does; returns its JSON summary as a dict (accuracy, n, per_class, ...).
+    backend onnx: the model written by `signlab export` (RUN/model.onnx or a .onnx file), without TTA."""
     from signlab.evaluation import evaluate as run_evaluation
 
-    if backend != "torch":  # the onnxruntime backend comes with signlab export
-        raise UserError(f"--backend {backend}: not available yet; use --backend torch")
-    return run_evaluation(target, None if data is None else str(data), report, device, tta, batch_size)
+    if backend not in ("torch", "onnx"):
+        raise UserError(f"--backend {backend}: use torch or onnx")
+    return run_evaluation(target, None if data is None else str(data), report, device, tta, batch_size, backend)

@@ -54,7 +54,8 @@ BACKENDS = ("torch", "onnx")
 INFERENCE_OPTIONS = [  # evaluate, predict and serve
     ("device", "auto", Option("--device", "auto, cpu or cuda", one_of(*DEVICES))),
     ("batch_size", 256, Option("--batch-size", "images per forward pass (default 256)", at_least(1))),
-    ("backend", "torch", Option("--backend", "torch, or onnx: onnxruntime on the exported model (signlab export)",
+    ("backend", "torch", Option("--backend", "torch, or onnx: onnxruntime on the exported model "
+                                "(signlab export; no test-time augmentation)",
                                 one_of(*BACKENDS))),
 ]
 
@@ -181,11 +182,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from signlab.predict import load_model, predict_files
     from signlab.runtime import pick_device
 
-    if (args.backend or "torch") != "torch":  # the onnxruntime backend comes with signlab export
-        raise UserError(f"--backend {args.backend}: not available yet; use --backend torch")
-    device = pick_device(args.device or "auto")
-    results = predict_files(load_model(args.target, device), args.paths, device, args.top_k, args.batch_size or 256,
-                            tta=args.tta)
+    if (args.backend or "torch") == "onnx":
+        from signlab.onnx_backend import load_onnx
+        from signlab.onnx_backend import predict_files as predict_onnx
+
+        model = load_onnx(args.target, args.device or "auto", args.batch_size or 256)
+        results = predict_onnx(model, args.paths, args.top_k, tta=args.tta)
+    else:
+        device = pick_device(args.device or "auto")
+        results = predict_files(load_model(args.target, device), args.paths, device, args.top_k,
+                                args.batch_size or 256, tta=args.tta)
     if args.json:
         print(json.dumps(results))
         return 0

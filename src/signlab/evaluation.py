@@ -39,22 +39,32 @@ def evaluation_set(loaded: LoadedModel, data: str | None) -> tuple[ImageSet, str
 
 
 def evaluate(target: str | Path, data: str | None = None, report_dir: str | Path | None = None,
-             device_name: str = "auto", tta: bool | None = None, batch_size: int = 512) -> dict:
+             device_name: str = "auto", tta: bool | None = None, batch_size: int = 512,
+             backend: str = "torch") -> dict:
     """Evaluate the model at `target` (run folder or weights file); returns a JSON-able summary.
-    tta None: test-time augmentation as the run's config says; seconds include it and contrast normalisation."""
-    device = pick_device(device_name)
-    loaded = load_model(target, device)
+    tta None: test-time augmentation as the run's config says; seconds include it and contrast normalisation.
+    backend onnx: onnxruntime on the exported model (RUN/model.onnx or a .onnx file), never with TTA."""
+    if backend == "onnx":
+        from signlab.onnx_backend import NO_TTA, load_onnx
+
+        if tta:
+            raise UserError(NO_TTA)
+        loaded, tta = load_onnx(target, device_name, batch_size), False  # a run trained with TTA: without it
+    else:
+        device = pick_device(device_name)
+        loaded = load_model(target, device)
+        tta = loaded.config.tta if tta is None else tta
     ds, source = evaluation_set(loaded, data)
     ds = align_labels(ds, loaded.class_names)
     y_true = ds.labels
-    tta = loaded.config.tta if tta is None else tta
     start = time.perf_counter()
-    logits = predict_images(loaded, ds.images, device, batch_size, tta=tta)
+    logits = (torch.from_numpy(loaded.logits(ds.images)) if backend == "onnx"
+              else predict_images(loaded, ds.images, device, batch_size, tta=tta))
     seconds = time.perf_counter() - start
     probs = torch.softmax(logits, dim=1).numpy()
     y_pred = probs.argmax(1)
     summary = summarize(y_true, y_pred, loaded.class_names)
-    summary.update(source=source, weights=str(loaded.path), skipped=len(ds.skipped), tta=tta,
+    summary.update(source=source, weights=str(loaded.path), backend=backend, skipped=len(ds.skipped), tta=tta,
                    seconds=seconds, images_per_second=len(ds) / max(seconds, 1e-9),
                    tracks=track_errors(y_true, y_pred, ds.tracks, ds.paths))
     run_dir = loaded.path.parent
