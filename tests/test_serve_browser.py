@@ -7,6 +7,7 @@ their absence is a failure."""
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import socket
@@ -107,11 +108,26 @@ def street_photo(path: Path, class_id: int = 13, seed: int = 7) -> Path:
     return path
 
 
-def upload(driver, server: str, path: Path) -> list[str]:
-    """Load the page, choose `path` in its file picker, wait for the answer; the names it lists."""
+# What a drag and drop from the desktop delivers: a drop event whose DataTransfer holds the file.
+DROP = """
+const [name, b64] = arguments;
+const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+const data = new DataTransfer();
+data.items.add(new File([bytes], name, {type: "image/png"}));
+document.getElementById("drop").dispatchEvent(new DragEvent("drop", {dataTransfer: data, bubbles: true,
+                                                                    cancelable: true}));
+"""
+
+
+def upload(driver, server: str, path: Path, how: str = "pick") -> list[str]:
+    """Load the page, pick `path` in its file picker or drop it on the page, wait for the answer; the names
+    it lists."""
     driver.get(server + "/")
     WebDriverWait(driver, 10).until(lambda d: d.find_element(By.ID, "limits").text)  # health answered
-    driver.find_element(By.ID, "file").send_keys(str(path))
+    if how == "drop":
+        driver.execute_script(DROP, path.name, base64.b64encode(path.read_bytes()).decode())
+    else:
+        driver.find_element(By.ID, "file").send_keys(str(path))
     WebDriverWait(driver, 20).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state")
                                     in ("done", "error"))
     error = driver.find_element(By.ID, "error")
@@ -132,14 +148,14 @@ def pictograms_loaded(driver) -> bool:
         ".every(i => i.complete && i.naturalWidth === 96)")
 
 
-@pytest.mark.parametrize("kind", ["rendered-sign", "street-photo"])
+@pytest.mark.parametrize("kind", ["rendered-sign", "street-photo", "dropped-sign"])
 def test_the_page_shows_the_apis_top_five_with_pictograms(server, browser, tmp_path, kind):
-    if kind == "rendered-sign":
-        path = tmp_path / "stop.png"
-        path.write_bytes(encoded(rendered_sign(14)))
-    else:
+    if kind == "street-photo":
         path = street_photo(tmp_path / "street.jpg")
-    shown = upload(browser, server, path)
+    else:
+        path = tmp_path / "sign.png"
+        path.write_bytes(encoded(rendered_sign(14 if kind == "rendered-sign" else 1)))
+    shown = upload(browser, server, path, "drop" if kind == "dropped-sign" else "pick")
     assert len(shown) == 5 and shown == api_names(server, path)
     assert browser.find_element(By.ID, "status").text.startswith(f"Best guess: {shown[0]}")
     WebDriverWait(browser, 10).until(pictograms_loaded)

@@ -134,10 +134,6 @@ function wire() {
   // Dropped outside the box, the browser would leave the page to show the file.
   window.addEventListener("dragover", (event) => event.preventDefault());
   window.addEventListener("drop", (event) => event.preventDefault());
-  window.addEventListener("paste", (event) => {
-    const file = firstImage(event.clipboardData && event.clipboardData.files);
-    if (file) send(file);
-  });
 }
 
 wire();
