@@ -145,6 +145,27 @@ def test_onnx_classifier_predicts_as_the_torch_classifier(exported):
         onnx_model.predict(files, tta=True)
 
 
+def test_the_web_app_serves_the_onnx_model(exported):
+    pytest.importorskip("fastapi")
+    import io
+
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from signlab.serve.app import create_app
+
+    data, run = exported
+    photo = next((data / "Images" / "00000").glob("*.ppm")).read_bytes()
+    with TestClient(create_app(signlab.load(run, backend="onnx"))) as client:
+        r = client.post("/api/classify", files={"file": ("sign.ppm", photo, "image/x-portable-pixmap")})
+    assert r.status_code == 200, r.text
+    top = r.json()["top"]
+    # the whole upload (no CSV beside it, so no ROI crop), as torch fp32 sees it without TTA
+    want = signlab.load(run, device="cpu").probabilities(np.asarray(Image.open(io.BytesIO(photo))), tta=False)[0]
+    assert top[0]["class_id"] == int(want.argmax())
+    assert [t["probability"] for t in top] == pytest.approx([float(want[t["class_id"]]) for t in top], abs=1e-5)
+
+
 def test_cli_predict_and_evaluate_with_backend_onnx(exported, capsys):
     data, run = exported
     files = sorted(str(p) for p in (data / "Images" / "00001").glob("*.ppm"))[:3]

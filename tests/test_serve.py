@@ -228,7 +228,7 @@ def test_classes_other_than_gtsrbs_get_no_pictogram():
         assert all(t["pictogram"] is None for t in post(c, encoded(rendered_sign(14))).json()["top"])
 
 
-def test_serve_binds_to_loopback_and_passes_a_backend_only_when_asked(monkeypatch, capsys):
+def test_serve_binds_to_loopback_and_passes_the_backend_on(monkeypatch, capsys):
     import uvicorn
 
     import signlab.serve
@@ -238,7 +238,7 @@ def test_serve_binds_to_loopback_and_passes_a_backend_only_when_asked(monkeypatc
     monkeypatch.setattr(signlab, "load", lambda target, **kw: loads.append(kw) or StubModel())
     signlab.serve.serve("runs/x")
     assert runs[0][1]["host"] == "127.0.0.1" and runs[0][1]["port"] == 8000
-    assert loads[0] == {"device": "auto", "batch_size": 256}  # a signlab.load without `backend` still works
+    assert loads[0] == {"device": "auto", "batch_size": 256, "backend": "torch"}
     assert "http://127.0.0.1:8000/" in capsys.readouterr().out
     signlab.serve.serve("runs/x", host="0.0.0.0", port=9000, backend="onnx")
     assert loads[1]["backend"] == "onnx" and runs[1][1]["host"] == "0.0.0.0"

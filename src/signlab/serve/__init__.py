@@ -25,9 +25,7 @@ def serve(target: str | Path, host: str = "127.0.0.1", port: int = 8000, device:
                         "pip install 'signlab[serve]'") from None
     import signlab
 
-    # Only a non-default backend is passed on, so this works with a signlab.load that predates the option.
-    extra = {"backend": backend} if backend != "torch" else {}
-    model = signlab.load(target, device=device, batch_size=batch_size, **extra)
+    model = signlab.load(target, device=device, batch_size=batch_size, backend=backend)
     if getattr(getattr(model, "device", None), "type", None) == "cpu":
         import torch
 
