@@ -271,6 +271,7 @@ def run_regions(data: Source = None, out: Path = Path("runs/lab"), budget: str =
     res: dict = {}
     nets: dict[tuple[str, int], RegionNet] = {}
     sets: dict[str, tuple] = {}
+    checks: dict[tuple[str, int], dict] = {}
     for name in DATASETS:
         X, y, X_te, y_te = make_data(name, cfg["n"])
         box = data_box(np.hstack([X, X_te]))
@@ -278,42 +279,51 @@ def run_regions(data: Source = None, out: Path = Path("runs/lab"), budget: str =
         for H in HIDDEN:
             runs = fit_best(X, y, H, box, cfg["steps"], cfg["seeds"])
             net = nets[name, H] = runs[0]
+            checks[name, H] = second_layer(net, grid(box, cfg["res"] // 2))
             res[f"{name} H={H}"] = {
                 "hidden": H, "bound": region_bound(H), "regions_box": exact_regions_in_box(net.W, net.b, box),
                 "regions_grid": count_regions(net, box, cfg["res"]),
                 "regions_seeds": [exact_regions_in_box(n.W, n.b, box) for n in runs],
                 "train_loss": mean_loss(net, X, y), "test_acc": held_out(net, X_te, y_te),
                 "test_acc_seeds": [held_out(n, X_te, y_te) for n in runs],
-                "similarity": float(similarity(net, X_te).mean())}
+                "similarity": float(similarity(net, X_te).mean()),
+                "all_off_share": checks[name, H]["all_off_share"]}
+    # per dataset, the second-layer check on the net whose all-off region covers most of the box
+    second = {}
+    for name in DATASETS:
+        H = max(HIDDEN, key=lambda H, name=name: checks[name, H]["all_off_share"])
+        second[name] = {"hidden": H, **checks[name, H]}
+    text = report(res, second, cfg)
+    png = plot_regions(nets, sets, res, out)
+    res["second_layer"] = second
+    res["seconds"] = time.perf_counter() - t0
+    flat = [v for r in (*res.values(), *second.values()) if isinstance(r, dict) for v in r.values()
+            if isinstance(v, (int, float))]
+    return {**res, "table": text, "png": str(png), "finite": all_finite(*flat)}
+
+
+def report(res: dict, second: dict, cfg: dict) -> str:
+    """The two printed tables: regions and accuracy per net, then the second-layer checks."""
 
     def spread(v: list) -> str:
         return f"{min(v):.3g}–{max(v):.3g}" if len(v) > 1 else f"{v[0]:.3g}"
 
-    text = table(("data", "H", "bound 1+H+H(H-1)/2", "regions in box", "on grid", f"{cfg['seeds']} seeds",
-                  "train loss", "held-out acc", f"{cfg['seeds']} seeds", "corr(h, cos θ)"),
+    seeds = f"{cfg['seeds']} seeds"
+    text = table(("data", "H", "bound 1+H+H(H-1)/2", "regions in box", "on grid", seeds, "train loss",
+                  "held-out acc", seeds, "corr(h, cos θ)", "all off"),
                  [(k.split()[0], r["hidden"], r["bound"], r["regions_box"], r["regions_grid"],
                    spread(r["regions_seeds"]), r["train_loss"], r["test_acc"], spread(r["test_acc_seeds"]),
-                   r["similarity"]) for k, r in res.items()],
+                   r["similarity"], r["all_off_share"]) for k, r in res.items()],
                  f"regions of a ReLU net o = U relu(Wx + b) + c: {cfg['n']} training and {cfg['n']} held-out "
                  f"points, {cfg['steps']} Adam steps, best of {cfg['seeds']} seeds by training loss, "
                  f"{cfg['res']}² grid")
     print()
-    second = {}
-    for name in DATASETS:  # per dataset, the net whose all-off region covers most of the box (if any does)
-        checks = {H: second_layer(nets[name, H], grid(sets[name][2], cfg["res"] // 2)) for H in HIDDEN}
-        H = max(HIDDEN, key=lambda H: checks[H]["all_off_share"])
-        second[name] = {"hidden": H, **checks[H]}
-    text += "\n\n" + table(
+    return text + "\n\n" + table(
         ("data", "H", "max |o − (Mx + v)|", "all-off share of box", "all-off max |o − c|",
          "flip U[:,k]: max change, k off", "share moved, k on"),
         [(name, s["hidden"], s["linear_gap"], s["all_off_share"], s["all_off_minus_c"], s["edit_moved_off"],
           s["edit_moved_on"]) for name, s in second.items()],
         "second-layer weights set each region's output: o = M x + v with M = U diag(on) W, v = U diag(on) b + c")
-    png = plot_regions(nets, sets, res, out)
-    res["second_layer"] = second
-    res["seconds"] = time.perf_counter() - t0
-    flat = [v for r in res.values() if isinstance(r, dict) for v in r.values() if isinstance(v, (int, float))]
-    return {**res, "table": text, "png": str(png), "finite": all_finite(*flat)}
 
 
 # --- the figure ----------------------------------------------------------------------------------
@@ -392,5 +402,5 @@ def draw_edit(ax, net: RegionNet, X: np.ndarray, y: np.ndarray, box: Box, res: i
     ax.contour(gx, gy, before.reshape(res, res), levels=[0.5], colors="k", linewidths=1.5)
     ax.scatter(X[0], X[1], c=np.where(y == 1, "C3", "C0"), s=2, linewidths=0)
     ax.set(xlim=box[:2], ylim=box[2:], xticks=[], yticks=[])
-    ax.set_title(f"spirals, H=8: flip U[:, {k + 1}]; class changes (hatched)\nonly where unit {k + 1} is on (green)",
-                 fontsize=8)
+    ax.set_title(f"spirals, H=8: U[:, {k + 1}] flipped\nclass changes (hatched) only where\n"
+                 f"unit {k + 1} is on (green)", fontsize=8)
