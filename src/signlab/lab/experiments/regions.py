@@ -5,9 +5,8 @@ learns XOR, two moons and two spirals. Each hidden unit k draws a line w_k·x + 
 it; the on/off pattern of all H units splits the plane into convex regions, and inside each region the net is a
 plain linear function of x whose slope and offset the second-layer weights U, c set.
 
-Why ReLU and not tanh: a ReLU unit is exactly on or exactly off, so "the region a point lies in" is a well-defined
-on/off pattern, and the net is exactly linear inside each region. A tanh unit is never quite off: its regions
-would be a matter of where to draw a threshold.
+Why ReLU, not tanh: a ReLU unit is exactly on or off, so a point's region (its on/off pattern) is well defined and
+the net is exactly linear inside it; a tanh unit is never quite off, its regions would depend on a threshold.
 """
 
 from __future__ import annotations
@@ -233,11 +232,9 @@ def mean_loss(net: RegionNet, X: np.ndarray, labels: np.ndarray) -> float:
 def fit_best(X: np.ndarray, labels: np.ndarray, hidden: int, box: Box, steps: int, seeds: int) -> list[RegionNet]:
     """One net per seed, trained alike; sorted by training loss, so the first is the one the experiment keeps
     (chosen on training data only: some seeds stall in a poor local minimum, e.g. moons at H = 4)."""
-    nets = []
-    for seed in range(seeds):
-        net = RegionNet(hidden, box, seed=seed)
+    nets = [RegionNet(hidden, box, seed=seed) for seed in range(seeds)]
+    for net in nets:
         train(net, X, labels, steps)
-        nets.append(net)
     return sorted(nets, key=lambda net: mean_loss(net, X, labels))
 
 
