@@ -10,10 +10,13 @@ from collections.abc import Callable
 
 from signlab.lab.experiments.basics import run_descent, run_init, run_loss, run_standardise
 from signlab.lab.experiments.nets import run_filters, run_mlp_vs_cnn, run_vanishing_gradient
+from signlab.lab.experiments.regions import run_regions
 from signlab.lab.experiments.transfer import run_synthetic_to_real
 
 # name -> (one-line description, function), in the lecture's order
 EXPERIMENTS: dict[str, tuple[str, Callable[..., dict]]] = {
+    "regions": ("how H = 2…32 hidden ReLU units cut the plane into regions, on XOR, moons and spirals",
+                run_regions),
     "standardise": ("raw pixels vs pixels standardised by the training set's mean and std", run_standardise),
     "descent": ("gradient descent vs SGD vs mini-batch: loss per example seen and per second", run_descent),
     "loss": ("squared error vs cross-entropy: learning curves of the perceptron", run_loss),
@@ -27,4 +30,4 @@ EXPERIMENTS: dict[str, tuple[str, Callable[..., dict]]] = {
 }
 
 __all__ = ["EXPERIMENTS", "run_descent", "run_filters", "run_init", "run_loss", "run_mlp_vs_cnn",
-           "run_standardise", "run_synthetic_to_real", "run_vanishing_gradient"]
+           "run_regions", "run_standardise", "run_synthetic_to_real", "run_vanishing_gradient"]
