@@ -18,18 +18,21 @@ from signlab.lab import (
     one_hot,
     train_perceptron,
 )
-from signlab.lab.perceptron import cross_entropy, sigmoid, squared_error
+from signlab.lab.perceptron import cross_entropy, sigmoid, sigmoid_backward, squared_error, tanh, tanh_backward
 
 COMBOS = [(a, loss) for a in ACTIVATIONS for loss in LOSSES]
 
 
-def problem(d=5, hidden=4, m=3, n=7, activation="tanh", loss="squared", seed=0):
+def problem(d=5, hidden=4, m=3, n=7, activation="tanh", loss="squared", seed=0, bias=False):
     """A small random model with data: X (d, n), one-hot Y (m, n)."""
     rng = np.random.default_rng(seed)
-    model = TwoLayerPerceptron(d, hidden, m, activation, loss, init="modern", seed=seed)
+    model = TwoLayerPerceptron(d, hidden, m, activation, loss, init="modern", seed=seed, bias=bias)
     # larger weights than init so that sigmoids are off their linear middle and the check is not trivial
     model.W *= 3.0
     model.U *= 3.0
+    if bias:  # biases start at 0: move them, so that a wrong ∂L/∂b or ∂L/∂c cannot hide
+        model.b[...] = rng.standard_normal(model.b.shape)
+        model.c[...] = rng.standard_normal(model.c.shape)
     X = rng.standard_normal((d, n))
     Y = one_hot(rng.integers(0, m, n), m)
     return model, X, Y
@@ -53,36 +56,42 @@ def rel_error(a, b):
     return np.linalg.norm(a - b) / max(np.linalg.norm(a) + np.linalg.norm(b), 1e-300)
 
 
+@pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("activation,loss", COMBOS)
-def test_gradients_match_finite_differences(activation, loss):
-    model, X, Y = problem(activation=activation, loss=loss)
+def test_gradients_match_finite_differences(activation, loss, bias):
+    model, X, Y = problem(activation=activation, loss=loss, bias=bias)
     assert model.W.dtype == np.float64
     _, grads = model.loss_and_grads(X, Y)
-    for name in ("W", "U"):
+    assert set(grads) == set(model.parameters()) == ({"W", "b", "U", "c"} if bias else {"W", "U"})
+    for name in grads:
         num = numerical_grad(model, X, Y, name)
         assert np.abs(grads[name]).max() > 1e-3  # a non-trivial gradient
         assert rel_error(grads[name], num) < 1e-6, name
 
 
+@pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("activation,loss", COMBOS)
-def test_loss_and_gradients_match_torch_autograd(activation, loss):
+def test_loss_and_gradients_match_torch_autograd(activation, loss, bias):
     torch = pytest.importorskip("torch")
-    model, X, Y = problem(activation=activation, loss=loss, seed=1)
+    model, X, Y = problem(activation=activation, loss=loss, seed=1, bias=bias)
     L, grads = model.loss_and_grads(X, Y)
 
-    W = torch.tensor(model.W, requires_grad=True)
-    U = torch.tensor(model.U, requires_grad=True)
+    params = {k: torch.tensor(p, requires_grad=True) for k, p in model.parameters().items()}
+    zero = torch.zeros((), dtype=torch.float64)
+    W, U, b, c = params["W"], params["U"], params.get("b", zero), params.get("c", zero)
     Xt, Yt = torch.tensor(X), torch.tensor(Y)
     act = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}[activation]
-    Z = U @ act(W @ Xt)  # (m, n)
+    Z = U @ act(W @ Xt + b) + c  # (m, n)
     if loss == "squared":
         Lt = ((torch.sigmoid(Z) - Yt) ** 2).sum()
+    elif loss == "linear_squared":
+        Lt = ((Z - Yt) ** 2).sum()
     else:  # cross_entropy over classes = rows; torch wants samples as rows
         Lt = torch.nn.functional.cross_entropy(Z.T, Yt.T, reduction="sum")
     Lt.backward()
     assert L == pytest.approx(Lt.item(), rel=1e-12)
-    np.testing.assert_allclose(grads["W"], W.grad.numpy(), rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(grads["U"], U.grad.numpy(), rtol=1e-10, atol=1e-12)
+    for name, p in params.items():
+        np.testing.assert_allclose(grads[name], p.grad.numpy(), rtol=1e-10, atol=1e-12, err_msg=name)
 
 
 def sig_prime(a):
@@ -104,6 +113,76 @@ def test_scalar_case_matches_the_slides_closed_form(x, y, w, u):
     assert L == pytest.approx((y_hat - y) ** 2, rel=1e-14)
     assert grads["U"].item() == pytest.approx(dL_du, rel=1e-12)
     assert grads["W"].item() == pytest.approx(dL_dw, rel=1e-12)
+
+
+def test_biases_are_optional_and_the_lectures_model_is_the_default():
+    lecture = TwoLayerPerceptron(d=3, hidden=4, m=2)
+    assert lecture.b is None and lecture.c is None and set(lecture.parameters()) == {"W", "U"}
+    assert lecture.num_parameters() == 4 * 3 + 2 * 4 and "bias" not in repr(lecture)
+    biased = TwoLayerPerceptron(d=1, hidden=4, m=1, loss="linear_squared", bias=True)
+    assert biased.b.shape == (4, 1) and biased.c.shape == (1, 1) and not biased.b.any()
+    assert biased.num_parameters() == 3 * 4 + 1  # the 3H + 1 of a one-input, one-output net
+    X = np.linspace(-1, 1, 5)[None, :]  # (1, 5)
+    biased.c[...] = 7.0
+    # linear output: ỹ = U σ(W x + b) + c is not squashed into (0, 1)
+    np.testing.assert_allclose(biased.predict(X), biased.U @ sigmoid(biased.W @ X) + 7.0, rtol=1e-14)
+
+
+def test_linear_output_steps_fit_a_line():
+    # the update rules work on every parameter, biases included: gradient descent fits y = 2x − 1
+    X = np.linspace(-1, 1, 21)[None, :]
+    Y = 2 * X - 1
+    model = TwoLayerPerceptron(1, 4, 1, "tanh", "linear_squared", init="modern", seed=0, bias=True)
+    hist = fit(model, X, Y, rule="gd", lr=0.2, epochs=2000)
+    assert hist.loss[-1] < 1e-3 * hist.loss[0]
+    assert abs(model.c.item()) > 0.1  # the offset −1 needed the output bias to move
+
+
+# --- the non-linearity identities, over a wide range of z ------------------------------------------
+
+Z_WIDE = np.concatenate([np.linspace(-40, 40, 8001), [-1000.0, -710.0, 710.0, 1000.0]])  # e^710 overflows
+
+
+def sigmoid_by_definition(z):
+    """1 / (1 + e^{−z}), evaluated so that exp only ever sees −|z|: e^{z}/(1 + e^{z}) for z < 0."""
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def test_sigmoid_is_half_of_one_plus_tanh_of_half_z():
+    # the lab computes σ(z) as ½(1 + tanh(z/2)); it must equal the definition 1/(1 + e^{−z}) everywhere
+    with np.errstate(over="raise", invalid="raise"):
+        s = sigmoid(Z_WIDE)
+        with pytest.raises(FloatingPointError):
+            1.0 / (1.0 + np.exp(-Z_WIDE))  # the naive formula overflows at z = −710
+    ref = sigmoid_by_definition(Z_WIDE)
+    eps = np.finfo(float).eps
+    assert np.abs(s - ref).max() <= eps  # absolute accuracy: about one rounding of the 1 in 1 + tanh
+    pos = Z_WIDE >= 0
+    assert (np.abs(s - ref)[pos] / ref[pos]).max() <= 2 * eps  # and relative accuracy where σ ≥ ½
+    assert s[Z_WIDE == 1000.0] == 1.0 and s[Z_WIDE == -1000.0] == 0.0
+
+
+def test_tanh_is_the_lab_tanh_by_definition():
+    # (e^z − e^{−z}) / (e^z + e^{−z}) as sign(z)(1 − e^{−2|z|}) / (1 + e^{−2|z|}): no overflow, and expm1
+    # keeps 1 − e^{−2|z|} exact near z = 0
+    e = np.exp(-2 * np.abs(Z_WIDE))
+    ref = np.sign(Z_WIDE) * -np.expm1(-2 * np.abs(Z_WIDE)) / (1 + e)
+    np.testing.assert_allclose(tanh(Z_WIDE), ref, rtol=4 * np.finfo(float).eps, atol=0)
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "tanh"])
+def test_derivatives_from_the_output_match_central_differences(name):
+    f, backward = {"sigmoid": (sigmoid, sigmoid_backward), "tanh": (tanh, tanh_backward)}[name]
+    z = np.linspace(-40, 40, 8001)
+    # h ≈ ε^{1/3}: truncation (h²) and rounding (ε/h) errors are both about 1e-11
+    h = 1e-5
+    numeric = (f(z + h) - f(z - h)) / (2 * h)
+    analytic = backward(f(z), np.ones_like(z))  # σ′ = σ(1 − σ), tanh′ = 1 − tanh², from the output alone
+    assert analytic.max() == pytest.approx(0.25 if name == "sigmoid" else 1.0)
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-7, atol=1e-10)
+    # the grad argument is the chain rule's incoming factor: it multiplies
+    np.testing.assert_allclose(backward(f(z), 3.0 * np.ones_like(z)), 3.0 * analytic, rtol=1e-15)
 
 
 def test_loss_sums_over_samples_and_outputs():
@@ -193,7 +272,7 @@ def separable(n=120, seed=0):
     return X, one_hot(labels, 3)
 
 
-@pytest.mark.parametrize("loss", list(LOSSES))
+@pytest.mark.parametrize("loss", ["squared", "cross_entropy"])  # the classification losses; linear_squared is above
 @pytest.mark.parametrize("rule,epochs", [("gd", 300), ("sgd", 5), ("minibatch", 40)])
 def test_update_rules_reduce_loss_on_a_separable_problem(rule, epochs, loss):
     X, Y = separable()

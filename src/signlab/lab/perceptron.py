@@ -1,5 +1,8 @@
 """The lecture's two-layer perceptron, ỹ = σ(U σ(W x)), in NumPy with hand-derived gradients.
 
+Beyond the lecture, two options for fitting functions rather than classes: biases (ỹ = σ(U σ(W x + b) + c))
+and a linear output with squared error (ỹ = U σ(W x + b) + c). The defaults are the lecture's model.
+
 Conventions (as on the slides): a sample x is a column vector, so a batch of N samples is a matrix
 whose *columns* are the samples: X is (d, N), the targets Y are (m, N), the outputs Ỹ are (m, N).
 Every nonlinearity keeps its derivative right beside it (micrograd style), and each derivative is
@@ -77,10 +80,24 @@ def cross_entropy_backward(y_hat: np.ndarray, y: np.ndarray) -> np.ndarray:
     return y_hat * y.sum(axis=0, keepdims=True) - y
 
 
+def identity(o: np.ndarray) -> np.ndarray:
+    return o
+
+
+def linear_squared_error(o: np.ndarray, y: np.ndarray) -> float:
+    """Squared error on a linear output ỹ = o, for regression: L = Σᵢ Σⱼ (oⱼ⁽ⁱ⁾ − yⱼ⁽ⁱ⁾)²."""
+    return float(np.sum((o - y) ** 2))
+
+
+def linear_squared_error_backward(y_hat: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return 2.0 * (y_hat - y)  # ∂L/∂o = 2(ỹ − y): the output's derivative is 1
+
+
 # loss name -> (output nonlinearity o -> ỹ, loss (o, y) -> L, backward (ỹ, y) -> ∂L/∂o)
 LOSSES = {
     "squared": (sigmoid, squared_error, squared_error_backward),
     "cross_entropy": (softmax, cross_entropy, cross_entropy_backward),
+    "linear_squared": (identity, linear_squared_error, linear_squared_error_backward),
 }
 
 INITS = ("lecture", "modern")
@@ -108,7 +125,7 @@ def init_weights(
 
 
 class TwoLayerPerceptron:
-    """ỹ = σ(U σ(W x)) with W of shape (hidden, d) and U of shape (m, hidden); no biases, as on the slides.
+    """ỹ = σ(U σ(W x)) with W of shape (hidden, d) and U of shape (m, hidden); no biases by default, as on the slides.
 
     Samples are columns: X is (d, N), Y and Ỹ are (m, N). Names used below, per sample x⁽ⁱ⁾:
 
@@ -134,6 +151,10 @@ class TwoLayerPerceptron:
 
     Loss "cross_entropy": ỹ = softmax(o), L = −Σᵢ Σⱼ yⱼ log ỹⱼ, and only δ changes: δ = ỹ − y
     (for targets whose columns sum to one); the rest of the backward pass is the same.
+    Loss "linear_squared": ỹ = o, L = Σᵢ Σⱼ (ỹⱼ⁽ⁱ⁾ − yⱼ⁽ⁱ⁾)², and δ = 2(ỹ − y).
+
+    bias=True adds b (hidden, 1) and c (m, 1), both starting at 0: a = W x + b and o = U h + c. They enter
+    with derivative 1, so ∂L/∂b = Σᵢ ε and ∂L/∂c = Σᵢ δ; nothing else changes.
     """
 
     def __init__(
@@ -146,6 +167,7 @@ class TwoLayerPerceptron:
         init: str = "lecture",
         seed: int = 0,
         dtype: type = np.float64,
+        bias: bool = False,
     ) -> None:
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
@@ -156,34 +178,43 @@ class TwoLayerPerceptron:
         # the output layer feeds a sigmoid/softmax, not a relu: Glorot, never He, for U
         self.W = init_weights((hidden, d), init, activation, rng, dtype)  # (hidden, d)
         self.U = init_weights((m, hidden), init, "sigmoid", rng, dtype)  # (m, hidden)
+        self.bias = bias
+        self.b = np.zeros((hidden, 1), dtype) if bias else None  # (hidden, 1)
+        self.c = np.zeros((m, 1), dtype) if bias else None  # (m, 1)
 
     def parameters(self) -> dict[str, np.ndarray]:
+        if self.bias:
+            return {"W": self.W, "b": self.b, "U": self.U, "c": self.c}
         return {"W": self.W, "U": self.U}
 
     def num_parameters(self) -> int:
-        return self.W.size + self.U.size
+        return sum(p.size for p in self.parameters().values())
 
     def forward(self, X: np.ndarray, Y: np.ndarray | None = None) -> tuple[np.ndarray, float | None, dict]:
         """X (d, N) -> ỹ (m, N), the loss L if targets Y (m, N) are given, and the cache for backward."""
         act, _ = ACTIVATIONS[self.activation]
         out, loss_fn, _ = LOSSES[self.loss_name]
-        H = act(self.W @ X)  # (hidden, N)
-        Z = self.U @ H  # (m, N)   the o of every sample
+        A = self.W @ X if self.b is None else self.W @ X + self.b  # (hidden, N)
+        H = act(A)  # (hidden, N)
+        Z = self.U @ H if self.c is None else self.U @ H + self.c  # (m, N)   the o of every sample
         L = None if Y is None else loss_fn(Z, Y)
         return out(Z), L, {"X": X, "H": H}
 
     def backward(self, Y_hat: np.ndarray, Y: np.ndarray, cache: dict) -> dict[str, np.ndarray]:
-        """The docstring's four lines, for the whole batch at once: returns ∂L/∂W and ∂L/∂U."""
+        """The docstring's four lines, for the whole batch at once: returns ∂L/∂W and ∂L/∂U (and ∂L/∂b, ∂L/∂c)."""
         _, act_backward = ACTIVATIONS[self.activation]
         _, _, out_backward = LOSSES[self.loss_name]
         delta = out_backward(Y_hat, Y)  # (m, N)        δ = ∂L/∂o
         dU = delta @ cache["H"].T  # (m, hidden)        Σᵢ δ hᵀ
         eps = act_backward(cache["H"], self.U.T @ delta)  # (hidden, N)  ε = (Uᵀδ) ⊙ σ′(a)
         dW = eps @ cache["X"].T  # (hidden, d)          Σᵢ ε xᵀ
-        return {"W": dW, "U": dU}
+        if not self.bias:
+            return {"W": dW, "U": dU}
+        # (hidden, 1) and (m, 1): a bias's input is a constant 1, so its gradient is the sum over samples
+        return {"W": dW, "b": eps.sum(axis=1, keepdims=True), "U": dU, "c": delta.sum(axis=1, keepdims=True)}
 
     def loss_and_grads(self, X: np.ndarray, Y: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
-        """L summed over the batch (as on the slides) and its gradients with respect to W and U."""
+        """L summed over the batch (as on the slides) and its gradients with respect to every parameter."""
         Y_hat, L, cache = self.forward(X, Y)
         return L, self.backward(Y_hat, Y, cache)
 
@@ -198,5 +229,5 @@ class TwoLayerPerceptron:
         (h, d), m = self.W.shape, self.U.shape[0]
         return (
             f"TwoLayerPerceptron(d={d}, hidden={h}, m={m}, activation={self.activation!r}, "
-            f"loss={self.loss_name!r}, init={self.init!r})"
+            f"loss={self.loss_name!r}, init={self.init!r}{', bias=True' if self.bias else ''})"
         )

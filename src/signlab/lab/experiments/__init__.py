@@ -8,6 +8,7 @@ budget "smoke" runs the same code on a few hundred images for a moment, for test
 
 from collections.abc import Callable
 
+from signlab.lab.experiments.approximation import run_approximation
 from signlab.lab.experiments.basics import run_descent, run_init, run_loss, run_standardise
 from signlab.lab.experiments.nets import run_filters, run_mlp_vs_cnn, run_vanishing_gradient
 from signlab.lab.experiments.regions import run_regions
@@ -15,6 +16,8 @@ from signlab.lab.experiments.transfer import run_synthetic_to_real
 
 # name -> (one-line description, function), in the lecture's order
 EXPERIMENTS: dict[str, tuple[str, Callable[..., dict]]] = {
+    "approximation": ("the perceptron vs polynomials vs Fourier series on 1-D functions, at equal parameter counts",
+                      run_approximation),
     "regions": ("how H = 2…32 hidden ReLU units cut the plane into regions, on XOR, moons and spirals",
                 run_regions),
     "standardise": ("raw pixels vs pixels standardised by the training set's mean and std", run_standardise),
@@ -29,5 +32,6 @@ EXPERIMENTS: dict[str, tuple[str, Callable[..., dict]]] = {
                           run_synthetic_to_real),
 }
 
-__all__ = ["EXPERIMENTS", "run_descent", "run_filters", "run_init", "run_loss", "run_mlp_vs_cnn",
-           "run_regions", "run_standardise", "run_synthetic_to_real", "run_vanishing_gradient"]
+__all__ = ["EXPERIMENTS", "run_approximation", "run_descent", "run_filters", "run_init", "run_loss",
+           "run_mlp_vs_cnn", "run_regions", "run_standardise", "run_synthetic_to_real",
+           "run_vanishing_gradient"]

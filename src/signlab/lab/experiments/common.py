@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from torch import nn
 
 from signlab.data import DataSplit, ImageSet, data_folders, load_images, split_indices
-from signlab.errors import UserError
 from signlab.lab import Standardiser, flatten_images, one_hot
+from signlab.lab.experiments.report import (  # noqa: F401  (re-exported: the experiments import them from here)
+    BUDGETS,
+    all_finite,
+    check_budget,
+    fmt,
+    new_figure,
+    save_figure,
+    table,
+)
 
-BUDGETS = ("full", "smoke")
 SMOKE_TRAIN, SMOKE_VAL = 256, 128  # images kept on a smoke budget: enough to run every code path, fast
 # What an experiment's data= takes: an ImageSet, a dataset folder, or None for signlab's drawn-sign default set.
 Source = ImageSet | str | Path | None
@@ -55,11 +59,6 @@ def tensors(split: DataSplit) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
     return ((x_tr - mean) / std).contiguous(), y_tr, ((x_va - mean) / std).contiguous(), y_va
 
 
-def check_budget(budget: str) -> None:
-    if budget not in BUDGETS:
-        raise UserError(f"budget {budget!r}: use one of {', '.join(BUDGETS)}")
-
-
 def load_data(data: Source, budget: str, seed: int = 0) -> DataSplit:
     """None: signlab's drawn-sign default set (signlab.synth.default), validated on its held-out part: other
     physical signs of every class. A folder or an ImageSet: split by track with signlab.data.split_indices."""
@@ -77,47 +76,6 @@ def load_data(data: Source, budget: str, seed: int = 0) -> DataSplit:
         train = train.subset(np.sort(rng.permutation(len(train))[:SMOKE_TRAIN]))
         val = val.subset(np.sort(rng.permutation(len(val))[:SMOKE_VAL]))
     return DataSplit(train, val, source)
-
-
-# --- reporting ----------------------------------------------------------------------------------
-
-
-def fmt(v: object) -> str:
-    if isinstance(v, (float, np.floating)):
-        v = float(v)
-        return f"{v:.3g}" if (v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e4)) else f"{v:.3f}"
-    return str(v)
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[object]], title: str = "") -> str:
-    """A plain-text table with right-aligned numbers; printed and returned."""
-    cells = [list(headers)] + [[fmt(v) for v in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = [("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True))) for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    text = "\n".join(([title] if title else []) + lines)
-    print(text, flush=True)
-    return text
-
-
-def new_figure(ncols: int = 2, nrows: int = 1, size: tuple[float, float] = (5.0, 3.6)) -> tuple[Figure, list]:
-    fig = Figure(figsize=(size[0] * ncols, size[1] * nrows), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    return fig, [ax for row in axes for ax in row]
-
-
-def save_figure(fig: Figure, out: Path, name: str) -> Path:
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{name}.png"
-    FigureCanvasAgg(fig)  # attach an Agg canvas: no pyplot, no global backend state
-    fig.savefig(path, dpi=110)
-    print(f"wrote {path}")
-    return path
-
-
-def all_finite(*values: float) -> bool:
-    return all(math.isfinite(v) for v in values)
 
 
 # --- a small torch loop -------------------------------------------------------------------------
