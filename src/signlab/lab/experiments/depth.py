@@ -200,9 +200,10 @@ def plot(runs: dict[str, dict], out: Path, chance: float) -> Path:
                       marker=marker, capsize=3, label=f"{kind.upper()}, ReLU + He + standardised")
     for i, (name, r) in enumerate((n, r) for n, r in runs.items() if "," in n):
         ax_d.errorbar(r["depth"] * (1.08 + 0.08 * i), r["val_mean"], r["val_sd"], marker="x", capsize=3,
-                      ls="none", color=f"C{i + 2}", label=name.split(", ")[1])
+                      ls="none", color=f"C{i + 2}", label=f"MLP {r['depth']} layers, {name.split(', ', 1)[1]}")
     ax_d.axhline(chance, color="grey", lw=0.8, ls=":")
     ax_d.set_xscale("log", base=2)
+    ax_d.set_xticks([1, 2, 4, 8], ["1", "2", "4", "8"])
     ax_d.set(xlabel="layers (log scale)", ylabel="final validation accuracy", title="Depth, and the tricks")
     ax_d.legend(fontsize=8)
     return save_figure(fig, out, "depth")
