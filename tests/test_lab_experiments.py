@@ -15,8 +15,8 @@ from signlab.lab.experiments.common import columns, load_data, num_classes, tens
 from signlab.lab.experiments.nets import perceptron  # noqa: E402
 from signlab.models.mlp import MLP  # noqa: E402
 
-ISSUE_NAMES = {"approximation", "mlp-vs-cnn", "vanishing-gradient", "loss", "init", "standardise", "descent",
-               "filters", "regions"}
+ISSUE_NAMES = {"approximation", "regions", "standardise", "descent", "loss", "init", "vanishing-gradient", "depth",
+               "mlp-vs-cnn", "filters", "pooling"}
 NEEDS_REAL_DATA = {"synthetic-to-real"}  # smoke-tested on made-up real tracks in test_lab_transfer.py
 
 

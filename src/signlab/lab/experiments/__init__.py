@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from signlab.lab.experiments.approximation import run_approximation
 from signlab.lab.experiments.basics import run_descent, run_init, run_loss, run_standardise
+from signlab.lab.experiments.depth import run_depth
 from signlab.lab.experiments.nets import run_filters, run_mlp_vs_cnn, run_vanishing_gradient
 from signlab.lab.experiments.regions import run_regions
 from signlab.lab.experiments.transfer import run_synthetic_to_real
@@ -26,12 +27,14 @@ EXPERIMENTS: dict[str, tuple[str, Callable[..., dict]]] = {
     "init": ("N(0, 0.1) vs He/Glorot initialisation, per hidden activation", run_init),
     "vanishing-gradient": ("gradient norm per layer of a 6-layer sigmoid vs ReLU net, at init and trained",
                            run_vanishing_gradient),
+    "depth": ("ReLU MLPs with 1-8 hidden layers and CNNs with 2-8 conv layers at equal parameters; ablations",
+              run_depth),
     "mlp-vs-cnn": ("the perceptron vs a CNN with the same number of parameters", run_mlp_vs_cnn),
     "filters": ("a CNN's first-layer filters as images, and their feature maps of one sign", run_filters),
     "synthetic-to-real": ("rendered signs only vs a few real tracks vs both, tested on real photos (needs --data)",
                           run_synthetic_to_real),
 }
 
-__all__ = ["EXPERIMENTS", "run_approximation", "run_descent", "run_filters", "run_init", "run_loss",
-           "run_mlp_vs_cnn", "run_regions", "run_standardise", "run_synthetic_to_real",
+__all__ = ["EXPERIMENTS", "run_approximation", "run_depth", "run_descent", "run_filters", "run_init", "run_loss",
+           "run_mlp_vs_cnn", "run_pooling", "run_regions", "run_standardise", "run_synthetic_to_real",
            "run_vanishing_gradient"]
