@@ -15,7 +15,7 @@ from signlab.lab.experiments.common import columns, load_data, num_classes, tens
 from signlab.lab.experiments.nets import perceptron  # noqa: E402
 from signlab.models.mlp import MLP  # noqa: E402
 
-ISSUE_NAMES = {"mlp-vs-cnn", "vanishing-gradient", "loss", "init", "standardise", "descent", "filters"}
+ISSUE_NAMES = {"mlp-vs-cnn", "vanishing-gradient", "loss", "init", "standardise", "descent", "filters", "pooling"}
 NEEDS_REAL_DATA = {"synthetic-to-real"}  # smoke-tested on made-up real tracks in test_lab_transfer.py
 
 
