@@ -173,7 +173,7 @@ def tables(runs: dict[str, list[dict]], title: str) -> str:
                   in zip(rows("feature_change", picks), rows("centroid_move", picks), strict=True)],
                  "input shifted k px right: relative change of the pooled features ‖Δp‖/‖p‖, and how far the "
                  "last conv map's centroid moves (px)")
-    return "\n\n".join((acc, scale, feat))
+    return "\n".join((acc, scale, feat))  # as printed: one table after the other
 
 
 def run_pooling(data: Source = None, out: Path = Path("runs/lab"), budget: str = "full") -> dict:
