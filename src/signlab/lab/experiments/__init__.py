@@ -12,6 +12,7 @@ from signlab.lab.experiments.approximation import run_approximation
 from signlab.lab.experiments.basics import run_descent, run_init, run_loss, run_standardise
 from signlab.lab.experiments.depth import run_depth
 from signlab.lab.experiments.nets import run_filters, run_mlp_vs_cnn, run_vanishing_gradient
+from signlab.lab.experiments.pooling import run_pooling
 from signlab.lab.experiments.regions import run_regions
 from signlab.lab.experiments.transfer import run_synthetic_to_real
 
@@ -31,6 +32,7 @@ EXPERIMENTS: dict[str, tuple[str, Callable[..., dict]]] = {
               run_depth),
     "mlp-vs-cnn": ("the perceptron vs a CNN with the same number of parameters", run_mlp_vs_cnn),
     "filters": ("a CNN's first-layer filters as images, and their feature maps of one sign", run_filters),
+    "pooling": ("max-pool vs strided convs vs no downsampling: accuracy on shifted and zoomed signs", run_pooling),
     "synthetic-to-real": ("rendered signs only vs a few real tracks vs both, tested on real photos (needs --data)",
                           run_synthetic_to_real),
 }
