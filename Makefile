@@ -38,7 +38,7 @@ test: $(STAMP)
 	SIGNLAB_BF16=off $(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench scripts
 
 clean:
 	rm -rf $(VENV) runs .cache

@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 
 from runs import train_run
-
 from signlab.models import count_macs, count_parameters, create_model
 
 ROOT = Path(__file__).resolve().parents[1]

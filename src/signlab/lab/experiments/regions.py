@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from signlab.errors import UserError
-from signlab.lab.experiments.common import Source, all_finite, check_budget, new_figure, save_figure, table
+from signlab.lab.experiments.report import all_finite, check_budget, new_figure, save_figure, table
 from signlab.lab.perceptron import cross_entropy, cross_entropy_backward, relu, relu_backward, softmax
 from signlab.lab.training import accuracy, one_hot
 
@@ -259,7 +259,7 @@ def second_layer(net: RegionNet, P: np.ndarray) -> dict[str, float]:
             "edit_moved_off": moved_off, "edit_moved_on": moved_on}
 
 
-def run_regions(data: Source = None, out: Path = Path("runs/lab"), budget: str = "full") -> dict:
+def run_regions(data: object = None, out: Path = Path("runs/lab"), budget: str = "full") -> dict:
     """XOR, moons and spirals with H = 2, 4, 8, 32 hidden ReLU units: regions against the bound, accuracy."""
     check_budget(budget)
     if data is not None:
