@@ -31,6 +31,29 @@ def private_cache(tmp_path_factory, monkeypatch, shared_default_root):
     (cache / shared_default_root.name).symlink_to(shared_default_root, target_is_directory=True)
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Tiny nets on a shared 2-core machine: a second thread mostly waits for the first."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def tiny_image_set():
+    """4 classes of 32×32 noise images with 3 tracks each: load_data's split path, without the default data."""
+    from signlab.data import ImageSet
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 15)
+    images = rng.integers(0, 256, (60, 32, 32, 3), dtype=np.uint8)
+    return ImageSet(images=images, labels=labels, tracks=np.repeat(np.arange(12), 5),
+                    paths=[f"{i}.png" for i in range(60)], class_names=list("abcd"), layout="synthetic", root="")
+
+
 def sign_image(label: int, width: int, height: int, roi: tuple[int, int, int, int], rng) -> np.ndarray:
     """A grey noisy frame with a coloured, class-specific square exactly at the ROI (inclusive corners)."""
     img = rng.integers(90, 110, size=(height, width, 3)).astype(np.uint8)

@@ -7,7 +7,6 @@ depth stops helping the MLP, the deep sigmoid MLP stays at chance) is robust eno
 
 import math
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -15,7 +14,6 @@ pytest.importorskip("matplotlib")
 
 from torch import nn  # noqa: E402
 
-from signlab.data import ImageSet  # noqa: E402
 from signlab.errors import UserError  # noqa: E402
 from signlab.lab.experiments import EXPERIMENTS  # noqa: E402
 from signlab.lab.experiments import depth as dep  # noqa: E402
@@ -24,12 +22,7 @@ from signlab.lab.experiments.common import load_data, num_params  # noqa: E402
 D, M = 32 * 32 * 3, 43
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def mlp_width(depth, m=M):
@@ -97,22 +90,16 @@ def test_each_ablation_takes_away_exactly_one_trick():
         assert sum(a != b for a, b in zip(recipe, baseline, strict=True)) == 1, name
 
 
-def tiny_set():
-    rng = np.random.default_rng(0)
-    labels = np.repeat(np.arange(4), 15)
-    images = rng.integers(0, 256, (60, 32, 32, 3), dtype=np.uint8)
-    return ImageSet(images=images, labels=labels, tracks=np.repeat(np.arange(12), 5),
-                    paths=[f"{i}.png" for i in range(60)], class_names=list("abcd"), layout="synthetic", root="")
 
 
-def test_raw_pixels_are_unstandardised_in_0_1():
-    x_tr, x_va = dep.raw_tensors(load_data(tiny_set(), "full"))
+def test_raw_pixels_are_unstandardised_in_0_1(tiny_image_set):
+    x_tr, x_va = dep.raw_tensors(load_data(tiny_image_set, "full"))
     assert x_tr.shape[1:] == (3, 32, 32) and 0 <= x_tr.min() and x_tr.max() <= 1 and x_tr.mean() > 0.3
 
 
-def test_every_net_trains_on_a_given_set_and_reports_its_curves(tmp_path, capsys):
+def test_every_net_trains_on_a_given_set_and_reports_its_curves(tmp_path, capsys, tiny_image_set):
     torch.set_num_threads(2)
-    res = EXPERIMENTS["depth"][1](data=tiny_set(), out=tmp_path, budget="smoke")
+    res = EXPERIMENTS["depth"][1](data=tiny_image_set, out=tmp_path, budget="smoke")
     assert torch.get_num_threads() == 2  # the experiment's one-thread setting does not leak out
     runs = res["runs"]
     assert set(runs) == ({f"mlp {k}" for k in dep.MLP_DEPTHS} | {f"cnn {k}" for k in dep.CNN_DEPTHS}

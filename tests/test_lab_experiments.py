@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("matplotlib")
 
-from signlab.data import DataSplit, ImageSet  # noqa: E402
+from signlab.data import DataSplit  # noqa: E402
 from signlab.errors import UserError  # noqa: E402
 from signlab.lab.experiments import EXPERIMENTS  # noqa: E402
 from signlab.lab.experiments.common import columns, load_data, num_classes, tensors  # noqa: E402
@@ -20,13 +20,7 @@ ISSUE_NAMES = {"approximation", "regions", "standardise", "descent", "loss", "in
 NEEDS_REAL_DATA = {"synthetic-to-real"}  # smoke-tested on made-up real tracks in test_lab_transfer.py
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # smoke runs are tiny: on a shared 2-core machine a second thread mostly waits for the first
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def numbers(obj):
@@ -62,24 +56,17 @@ def test_experiment_smoke(name, tmp_path, capsys):
     assert values and all(math.isfinite(v) for v in values)
 
 
-def tiny_set():
-    """4 classes of 32×32 images with 3 tracks each: the split path of load_data, without the default data."""
-    rng = np.random.default_rng(0)
-    labels = np.repeat(np.arange(4), 15)
-    images = rng.integers(0, 256, (60, 32, 32, 3), dtype=np.uint8)
-    return ImageSet(images=images, labels=labels, tracks=np.repeat(np.arange(12), 5),
-                    paths=[f"{i}.png" for i in range(60)], class_names=list("abcd"), layout="synthetic", root="")
 
 
-def test_load_data_splits_a_given_set_by_track():
-    split = load_data(tiny_set(), "full")
+def test_load_data_splits_a_given_set_by_track(tiny_image_set):
+    split = load_data(tiny_image_set, "full")
     assert isinstance(split, DataSplit) and split.val is not None
     assert num_classes(split) == 4 and len(split.train) + len(split.val) == 60
     assert not set(split.train.tracks) & set(split.val.tracks)
 
 
-def test_columns_and_tensors_are_the_perceptrons_and_torchs_views_of_a_split():
-    split = load_data(tiny_set(), "full")
+def test_columns_and_tensors_are_the_perceptrons_and_torchs_views_of_a_split(tiny_image_set):
+    split = load_data(tiny_image_set, "full")
     n_tr, n_va = len(split.train), len(split.val)
     X_tr, Y_tr, X_va, Y_va = columns(split)
     assert X_tr.shape == (32 * 32 * 3, n_tr) and Y_tr.shape == (4, n_tr) and Y_va.shape == (4, n_va)
@@ -97,8 +84,8 @@ def test_the_torch_perceptron_is_the_mlp_model():
     assert isinstance(perceptron(12, 5, 3), MLP)
 
 
-def test_an_experiment_runs_on_a_given_set(tmp_path):
-    res = EXPERIMENTS["mlp-vs-cnn"][1](data=tiny_set(), out=tmp_path, budget="smoke")
+def test_an_experiment_runs_on_a_given_set(tmp_path, tiny_image_set):
+    res = EXPERIMENTS["mlp-vs-cnn"][1](data=tiny_image_set, out=tmp_path, budget="smoke")
     assert res["finite"] and (tmp_path / "mlp-vs-cnn.png").exists()
 
 

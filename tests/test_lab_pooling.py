@@ -18,13 +18,7 @@ from signlab.lab.experiments.pooling import (  # noqa: E402
     shift_each,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny nets on a shared 2-core machine: a second thread mostly waits
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def images(n: int = 4, seed: int = 0) -> torch.Tensor:

@@ -18,13 +18,7 @@ from signlab.errors import UserError  # noqa: E402
 from signlab.lab.experiments import EXPERIMENTS  # noqa: E402
 from signlab.lab.experiments.transfer import concat, run_synthetic_to_real, whole_tracks  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny nets on a shared 2-core machine: a second thread mostly waits
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_smoke_run_on_made_up_real_data(tmp_path, capsys):
