@@ -1,0 +1,191 @@
+"""The naming stage (signlab.detection.detect), `signlab detect` and `signlab.load(run).detect`, with a stand-in
+finder in front of a tiny untrained classifier: what is tested here is how proposals become named detections,
+not how good either stage is."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import BoxFinder, draw_sign_scene, make_detection_run, write_tiny_classifier
+from PIL import Image
+
+import signlab
+from signlab.classes import GTSRB_CLASS_NAMES
+from signlab.cli import main
+from signlab.detection import detect as detect_module
+from signlab.detection.boxes import category_of
+from signlab.detection.detect import crop_signs, load_detector
+from signlab.errors import UserError
+from signlab.preprocess import Preprocessing
+
+BOXES = [[100, 60, 139, 99], [300, 20, 315, 35], [10, 150, 73, 213]]  # inclusive corners, 40, 16, 64 px
+SCORES = [0.95, 0.6, 0.3]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return make_detection_run(tmp_path_factory.mktemp("detect") / "run")
+
+
+@pytest.fixture
+def stand_in(monkeypatch):
+    """The run's finder replaced by BoxFinder (signlab.detection.finder is another stage's business)."""
+    finder = BoxFinder(BOXES, SCORES)
+    monkeypatch.setattr(detect_module, "load_run_finder", lambda run, device: finder)
+    return finder
+
+
+@pytest.fixture
+def scenes(tmp_path):
+    folder = tmp_path / "scenes"
+    folder.mkdir()
+    for i, name in enumerate(["b.jpg", "a.png", "c.ppm"]):
+        Image.fromarray(draw_sign_scene(360, 240, (120, 80), 20, seed=i)).save(folder / name)
+    return folder
+
+
+def test_crops_are_framed_as_the_classifiers_training_images():
+    scene = np.zeros((100, 120, 3), np.uint8)
+    scene[20:52, 30:62] = 200  # a 32x32 "sign" at inclusive corners (30, 20, 61, 51)
+    scene[20:52, 30:46, 0] = 50  # its left half differs, so a shifted crop would show
+    box = torch.tensor([[30.0, 20.0, 61.0, 51.0]])
+    roi = crop_signs(scene, box, Preprocessing(image_size=32, crop="roi"))
+    assert roi.shape == (1, 32, 32, 3) and np.array_equal(roi[0], scene[20:52, 30:62])  # the ROI, pixel for pixel
+    full = crop_signs(scene, box, Preprocessing(image_size=32, crop="full"))[0]
+    # crop "full": GTSRB's border (10 % of the side, at least 5 px) is background all round the sign.
+    assert full[0].max() == 0 and full[-1].max() == 0 and full[:, 0].max() == 0 and full[:, -1].max() == 0
+    assert full[16, 16].min() > 0
+    edge = crop_signs(scene, torch.tensor([[0.0, 0.0, 9.0, 9.0], [110.0, 90.0, 119.0, 99.0]]),
+                      Preprocessing(crop="full"))
+    assert edge.shape == (2, 32, 32, 3)  # boxes at the scene's edges are clipped to it, not refused
+
+
+def test_detections_are_proposals_named_in_one_forward_pass(run):
+    finder = BoxFinder(BOXES, SCORES)
+    detector = load_detector(run, "cpu", finder=finder)
+    scene = draw_sign_scene(360, 240, (120, 80), 20)
+    forwards = []
+    detector.classifier.model.register_forward_hook(lambda *_: forwards.append(1))
+    found = detector.detect(scene, threshold=0.01)
+    assert finder.calls == 1 and len(forwards) == 1  # every crop of the scene in one batch
+    probs = detector.probabilities(scene, torch.tensor(BOXES, dtype=torch.float32))  # (3, 43)
+    # The score is the proposal's score times the classifier's probability of its top class.
+    expected = sorted(((s * float(p.max()), int(p.argmax()), b) for s, p, b in zip(SCORES, probs, BOXES, strict=True)),
+                      reverse=True)
+    assert [(d.x1, d.y1, d.x2, d.y2) for d in found] == [tuple(float(v) for v in b) for _, _, b in expected]
+    assert [d.class_id for d in found] == [c for _, c, _ in expected]
+    assert [d.score for d in found] == pytest.approx([s for s, _, _ in expected], rel=1e-5)
+    high = detector.detect(scene, threshold=0.5)
+    assert [d.score for d in high] == [d.score for d in found if d.score >= 0.5] and len(high) < len(found)
+    with pytest.raises(ValueError, match=r"\(H, W, 3\) uint8"):
+        detector.detect(scene.astype(np.float32))
+
+
+def test_the_crops_go_through_the_classifiers_own_preprocessing(run):
+    """Naming a box gives what signlab.load(classifier).probabilities gives for that crop: one preprocessing."""
+    detector = load_detector(run, "cpu", finder=BoxFinder(BOXES, SCORES))
+    scene = draw_sign_scene(360, 240, (120, 80), 20)
+    crops = crop_signs(scene, torch.tensor(BOXES, dtype=torch.float32), detector.preprocessing)
+    by_api = signlab.load(run / "classifier.safetensors", device="cpu").probabilities(list(crops))
+    by_detector = detector.probabilities(scene, torch.tensor(BOXES, dtype=torch.float32)).numpy()
+    assert np.allclose(by_detector, by_api, atol=1e-5)
+    assert len(set(by_detector.argmax(1).tolist())) >= 1 and not np.allclose(by_detector[0], by_detector[2])
+
+
+def test_cli_json_is_one_array_with_the_documented_schema(run, stand_in, scenes, capsys):
+    code = main(["detect", str(run), str(scenes / "a.png"), str(scenes / "b.jpg"), "--json", "--device", "cpu"])
+    out = capsys.readouterr()
+    assert code == 0 and out.err == ""
+    results = json.loads(out.out)
+    assert [r["path"] for r in results] == [str(scenes / "a.png"), str(scenes / "b.jpg")]
+    for r in results:
+        assert list(r) == ["path", "width", "height", "detections"] and (r["width"], r["height"]) == (360, 240)
+        assert r["detections"], "the stand-in's two best proposals pass 0.5 with a confident classifier"
+        for d in r["detections"]:
+            assert list(d) == ["box", "class_id", "name", "category", "score"]
+            assert len(d["box"]) == 4 and all(isinstance(v, float) for v in d["box"])
+            assert isinstance(d["class_id"], int) and d["name"] == GTSRB_CLASS_NAMES[d["class_id"]]
+            assert d["category"] == category_of(d["class_id"]) and 0.5 <= d["score"] <= 1.0
+            assert d["box"] in [[float(v) for v in b] for b in BOXES]
+        scores = [d["score"] for d in r["detections"]]
+        assert scores == sorted(scores, reverse=True)
+
+
+def test_threshold_sets_the_lowest_score_kept(run, stand_in, scenes, capsys):
+    counts = {}
+    for threshold in ("0.01", "0.5", "0.99"):
+        assert main(["detect", str(run), str(scenes / "a.png"), "--json", "--threshold", threshold]) == 0
+        found = json.loads(capsys.readouterr().out)[0]["detections"]
+        assert all(d["score"] >= float(threshold) for d in found)
+        counts[threshold] = len(found)
+    assert counts == {"0.01": 3, "0.5": 2, "0.99": 0}
+    assert main(["detect", str(run), str(scenes / "a.png"), "--threshold", "1.5"]) == 2
+    assert "--threshold" in capsys.readouterr().err
+
+
+def test_folders_text_output_and_drawn_scenes(run, stand_in, scenes, tmp_path, capsys):
+    out = tmp_path / "drawn"
+    assert main(["detect", str(run), str(scenes), "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == [str(scenes / n) for n in ("a.png", "b.jpg", "c.ppm")]
+    assert "2 signs: Stop" in lines[0]  # the tiny classifier leans to class 14
+    for name in ("a", "b", "c"):
+        drawn = np.asarray(Image.open(out / f"{name}.annotated.jpg").convert("RGB"))
+        original = np.asarray(Image.open(next(scenes.glob(f"{name}.*"))).convert("RGB"))
+        assert drawn.shape == original.shape
+        x1, y1, x2, y2 = BOXES[0]  # the best box is outlined just outside its edge, in "other"'s green (Stop)
+        column = drawn[y1:y2 + 1, x1 - 1].astype(int)
+        assert (column[:, 1] - (column[:, 0] + column[:, 2]) / 2).mean() > 30
+        assert np.abs(original[y1:y2 + 1, x1 - 1].astype(int) - column).mean() > 15
+
+
+def test_unreadable_scenes_are_named_and_the_others_still_reported(run, stand_in, scenes, tmp_path, capsys):
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes((scenes / "a.png").read_bytes()[:300])
+    args = [scenes / "a.png", tmp_path / "broken.jpg", truncated, tmp_path / "missing.jpg", scenes / "b.jpg"]
+    code = main(["detect", str(run), *map(str, args), "--json"])
+    out = capsys.readouterr()
+    assert code == 2
+    assert [r["path"] for r in json.loads(out.out)] == [str(scenes / "a.png"), str(scenes / "b.jpg")]
+    errors = out.err.strip().splitlines()
+    assert len(errors) == 3 and "Traceback" not in out.err
+    for bad, line in zip(("missing.jpg", "broken.jpg", "truncated.png"), errors, strict=True):
+        assert bad in line and line.startswith("signlab detect: error:")
+
+
+def test_a_run_that_is_not_a_detection_run_is_one_line(tmp_path, capsys):
+    classify = tmp_path / "classify"
+    classify.mkdir()
+    (classify / "config.json").write_text(json.dumps({"model": "signnet"}))
+    write_tiny_classifier(classify / "best.safetensors")
+    for target, says in ((classify, "task classify"), (tmp_path, "no readable config.json"),
+                         (tmp_path / "nope", "no such run folder")):
+        assert main(["detect", str(target), str(tmp_path)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "not a detection run" in err or "no such run folder" in err
+        assert says in err
+    assert isinstance(signlab.load(classify, device="cpu"), signlab.Classifier)  # classification unchanged
+
+
+def test_a_detection_run_needs_a_gtsrb_classifier(tmp_path, stand_in):
+    run = make_detection_run(tmp_path / "run")
+    (run / "classifier.safetensors").unlink()
+    with pytest.raises(UserError, match="no classifier.safetensors"):
+        load_detector(run, "cpu")
+
+
+def test_api_load_gives_a_detector_that_agrees_with_the_cli(run, stand_in, scenes, capsys):
+    detector = signlab.load(run, device="cpu")
+    assert detector.task == "detect" and len(detector.class_names) == 43 and "Detector" in repr(detector)
+    by_path = detector.detect(scenes / "a.png")
+    array = np.asarray(Image.open(scenes / "a.png"))
+    assert by_path == detector.detect(array) == detector.detect(Image.fromarray(array).convert("RGBA"))
+    both = detector.detect([scenes / "a.png", array], threshold=0.01)
+    assert len(both) == 2 and len(both[0]) == 3 and both[0] == both[1]
+    assert main(["detect", str(run), str(scenes / "a.png"), "--json"]) == 0
+    cli = json.loads(capsys.readouterr().out)[0]["detections"]
+    assert [d.to_json() for d in by_path] == cli
+    with pytest.raises(UserError, match="missing.jpg"):
+        detector.detect(scenes / "missing.jpg")
