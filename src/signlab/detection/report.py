@@ -160,12 +160,17 @@ def _caption(scene, match: SceneMatch, width: int) -> Image.Image:
     return strip
 
 
+def worst_scenes(matches: Sequence[SceneMatch], worst: int = WORST_SCENES) -> list[int]:
+    """Indices of up to `worst` scenes with errors, most errors first, ties in scene order."""
+    order = sorted(range(len(matches)), key=lambda i: -matches[i].errors)  # sorted is stable
+    return [i for i in order[:worst] if matches[i].errors > 0]
+
+
 def draw_worst_scenes(scenes: Sequence, matches: Sequence[SceneMatch], path: Path,
                       worst: int = WORST_SCENES) -> Path:
     """Gallery of the `worst` scenes with the most errors (misses + wrong detections), most first; a one-line
     image saying so when no scene has an error."""
-    order = sorted(range(len(scenes)), key=lambda i: -matches[i].errors)  # stable: ties keep scene order
-    chosen = [i for i in order[:worst] if matches[i].errors > 0]
+    chosen = worst_scenes(matches, worst)
     if not chosen:
         image = Image.new("RGB", (_TILE_W, 60), (255, 255, 255))
         ImageDraw.Draw(image).text((10, 20), "no scene has an error: every sign found, no wrong detection",
