@@ -110,3 +110,12 @@ def test_cli_writes_scenes_end_to_end(tmp_path, capsys):
     assert files(out) == files(again)  # the CLI is the API with the same defaults
     assert main(["synth", str(tmp_path / "x"), "--scene-size", "160x96", "--per-class", "2"]) == 2
     assert "--scene-size is for --scenes N" in capsys.readouterr().err
+
+
+def test_texture_takes_a_kind():
+    from signlab.synth.scene import TEXTURES, texture
+
+    for kind in TEXTURES:
+        assert texture(np.random.default_rng(0), 24, 16, kind).size == (24, 16)
+    with pytest.raises(ValueError, match="unknown texture 'lava'"):
+        texture(np.random.default_rng(0), 24, 16, "lava")
