@@ -16,6 +16,7 @@ from signlab.cli import main
 from signlab.detection import detect as detect_module
 from signlab.detection.boxes import category_of
 from signlab.detection.detect import crop_signs, load_detector
+from signlab.detection.synthetic import write_synthetic_scenes
 from signlab.errors import UserError
 from signlab.preprocess import Preprocessing
 
@@ -38,10 +39,10 @@ def stand_in(monkeypatch):
 
 @pytest.fixture
 def scenes(tmp_path):
-    folder = tmp_path / "scenes"
-    folder.mkdir()
-    for i, name in enumerate(["b.jpg", "a.png", "c.ppm"]):
-        Image.fromarray(draw_sign_scene(360, 240, (120, 80), 20, seed=i)).save(folder / name)
+    """Three GTSDB-layout scenes (00000.jpg, 00001.jpg, 00002.ppm) and their gt.txt."""
+    folder = write_synthetic_scenes(tmp_path / "scenes", 3, seed=1, size=(360, 240), sign_px=(16, 48))
+    Image.open(folder / "00002.jpg").save(folder / "00002.ppm")
+    (folder / "00002.jpg").unlink()
     return folder
 
 
@@ -94,11 +95,11 @@ def test_the_crops_go_through_the_classifiers_own_preprocessing(run):
 
 
 def test_cli_json_is_one_array_with_the_documented_schema(run, stand_in, scenes, capsys):
-    code = main(["detect", str(run), str(scenes / "a.png"), str(scenes / "b.jpg"), "--json", "--device", "cpu"])
+    code = main(["detect", str(run), str(scenes / "00000.jpg"), str(scenes / "00001.jpg"), "--json", "--device", "cpu"])
     out = capsys.readouterr()
     assert code == 0 and out.err == ""
     results = json.loads(out.out)
-    assert [r["path"] for r in results] == [str(scenes / "a.png"), str(scenes / "b.jpg")]
+    assert [r["path"] for r in results] == [str(scenes / "00000.jpg"), str(scenes / "00001.jpg")]
     for r in results:
         assert list(r) == ["path", "width", "height", "detections"] and (r["width"], r["height"]) == (360, 240)
         assert r["detections"], "the stand-in's two best proposals pass 0.5 with a confident classifier"
@@ -115,12 +116,12 @@ def test_cli_json_is_one_array_with_the_documented_schema(run, stand_in, scenes,
 def test_threshold_sets_the_lowest_score_kept(run, stand_in, scenes, capsys):
     counts = {}
     for threshold in ("0.01", "0.5", "0.99"):
-        assert main(["detect", str(run), str(scenes / "a.png"), "--json", "--threshold", threshold]) == 0
+        assert main(["detect", str(run), str(scenes / "00000.jpg"), "--json", "--threshold", threshold]) == 0
         found = json.loads(capsys.readouterr().out)[0]["detections"]
         assert all(d["score"] >= float(threshold) for d in found)
         counts[threshold] = len(found)
     assert counts == {"0.01": 3, "0.5": 2, "0.99": 0}
-    assert main(["detect", str(run), str(scenes / "a.png"), "--threshold", "1.5"]) == 2
+    assert main(["detect", str(run), str(scenes / "00000.jpg"), "--threshold", "1.5"]) == 2
     assert "--threshold" in capsys.readouterr().err
 
 
@@ -128,11 +129,12 @@ def test_folders_text_output_and_drawn_scenes(run, stand_in, scenes, tmp_path, c
     out = tmp_path / "drawn"
     assert main(["detect", str(run), str(scenes), "--out", str(out)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split(":")[0] for line in lines] == [str(scenes / n) for n in ("a.png", "b.jpg", "c.ppm")]
+    names = ("00000.jpg", "00001.jpg", "00002.ppm")  # sorted, and gt.txt is no scene
+    assert [line.split(":")[0] for line in lines] == [str(scenes / n) for n in names]
     assert "2 signs: Stop" in lines[0]  # the tiny classifier leans to class 14
-    for name in ("a", "b", "c"):
-        drawn = np.asarray(Image.open(out / f"{name}.annotated.jpg").convert("RGB"))
-        original = np.asarray(Image.open(next(scenes.glob(f"{name}.*"))).convert("RGB"))
+    for name in names:
+        drawn = np.asarray(Image.open(out / f"{name[:5]}.annotated.jpg").convert("RGB"))
+        original = np.asarray(Image.open(scenes / name).convert("RGB"))
         assert drawn.shape == original.shape
         x1, y1, x2, y2 = BOXES[0]  # the best box is outlined just outside its edge, in "other"'s green (Stop)
         column = drawn[y1:y2 + 1, x1 - 1].astype(int)
@@ -142,16 +144,16 @@ def test_folders_text_output_and_drawn_scenes(run, stand_in, scenes, tmp_path, c
 
 def test_unreadable_scenes_are_named_and_the_others_still_reported(run, stand_in, scenes, tmp_path, capsys):
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    truncated = tmp_path / "truncated.png"
-    truncated.write_bytes((scenes / "a.png").read_bytes()[:300])
-    args = [scenes / "a.png", tmp_path / "broken.jpg", truncated, tmp_path / "missing.jpg", scenes / "b.jpg"]
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes((scenes / "00000.jpg").read_bytes()[:2000])
+    args = [scenes / "00000.jpg", tmp_path / "broken.jpg", truncated, tmp_path / "missing.jpg", scenes / "00001.jpg"]
     code = main(["detect", str(run), *map(str, args), "--json"])
     out = capsys.readouterr()
     assert code == 2
-    assert [r["path"] for r in json.loads(out.out)] == [str(scenes / "a.png"), str(scenes / "b.jpg")]
+    assert [r["path"] for r in json.loads(out.out)] == [str(scenes / "00000.jpg"), str(scenes / "00001.jpg")]
     errors = out.err.strip().splitlines()
     assert len(errors) == 3 and "Traceback" not in out.err
-    for bad, line in zip(("missing.jpg", "broken.jpg", "truncated.png"), errors, strict=True):
+    for bad, line in zip(("missing.jpg", "broken.jpg", "truncated.jpg"), errors, strict=True):
         assert bad in line and line.startswith("signlab detect: error:")
 
 
@@ -164,8 +166,7 @@ def test_a_run_that_is_not_a_detection_run_is_one_line(tmp_path, capsys):
                          (tmp_path / "nope", "no such run folder")):
         assert main(["detect", str(target), str(tmp_path)]) == 2
         err = capsys.readouterr().err.strip()
-        assert len(err.splitlines()) == 1 and "not a detection run" in err or "no such run folder" in err
-        assert says in err
+        assert len(err.splitlines()) == 1 and says in err and "signlab train --task detect" in err
     assert isinstance(signlab.load(classify, device="cpu"), signlab.Classifier)  # classification unchanged
 
 
@@ -179,12 +180,12 @@ def test_a_detection_run_needs_a_gtsrb_classifier(tmp_path, stand_in):
 def test_api_load_gives_a_detector_that_agrees_with_the_cli(run, stand_in, scenes, capsys):
     detector = signlab.load(run, device="cpu")
     assert detector.task == "detect" and len(detector.class_names) == 43 and "Detector" in repr(detector)
-    by_path = detector.detect(scenes / "a.png")
-    array = np.asarray(Image.open(scenes / "a.png"))
+    by_path = detector.detect(scenes / "00000.jpg")
+    array = np.asarray(Image.open(scenes / "00000.jpg").convert("RGB"))
     assert by_path == detector.detect(array) == detector.detect(Image.fromarray(array).convert("RGBA"))
-    both = detector.detect([scenes / "a.png", array], threshold=0.01)
+    both = detector.detect([scenes / "00000.jpg", array], threshold=0.01)
     assert len(both) == 2 and len(both[0]) == 3 and both[0] == both[1]
-    assert main(["detect", str(run), str(scenes / "a.png"), "--json"]) == 0
+    assert main(["detect", str(run), str(scenes / "00000.jpg"), "--json"]) == 0
     cli = json.loads(capsys.readouterr().out)[0]["detections"]
     assert [d.to_json() for d in by_path] == cli
     with pytest.raises(UserError, match="missing.jpg"):
