@@ -233,14 +233,14 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from signlab.detection.detect import detect_scene_file, expand_inputs, load_detector, output_stem
     from signlab.detection.video import detect_video, is_video
 
-    detector = load_detector(args.target, args.device)
-    files, problems = expand_inputs(args.paths)
     out = Path(args.out) if args.out else None
     if out is not None:
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UserError(f"--out {out}: cannot create this folder ({e.strerror or e})") from None
+    detector = load_detector(args.target, args.device)
+    files, problems = expand_inputs(args.paths)
     for line in problems:
         print(f"signlab detect: error: {line}", file=sys.stderr)
     results, failed, used = [], bool(problems), set()
@@ -270,7 +270,8 @@ def describe_detections(result: dict) -> str:
     """One line for a person: the signs found, best first (a video: its tracks and the files written)."""
     if "tracks" in result:
         names = ", ".join(f"#{t['track_id']} {t['name']}" for t in result["tracks"]) or "no signs"
-        return (f"{result['path']}: {result['frames']} frames, {len(result['tracks'])} tracks ({names}); "
+        n = len(result["tracks"])
+        return (f"{result['path']}: {result['frames']} frames, {n} track{'' if n == 1 else 's'} ({names}); "
                 f"wrote {result['video']} and {result['csv']}")
     found = result["detections"]
     if not found:

@@ -257,6 +257,8 @@ def write_csv(path: Path, rows: list[Row], labels: dict[int, int]) -> None:
 
 def write_annotated(source: Path, target: Path, rows: list[Row], labels: dict[int, int]) -> None:
     """Decode `source` again and write each frame with its tracks' boxes, ids and voted names."""
+    import av
+
     by_frame: dict[int, list[Row]] = {}
     for r in rows:
         by_frame.setdefault(r.frame, []).append(r)
@@ -268,7 +270,7 @@ def write_annotated(source: Path, target: Path, rows: list[Row], labels: dict[in
             boxes = [(d_box(r.detection), f"#{r.track_id} {GTSRB_CLASS_NAMES[labels[r.track_id]]}",
                       category_of(labels[r.track_id])) for r in by_frame.get(index, [])]
             writer.write(draw_boxes(rgb, boxes) if boxes else rgb)
-    except OSError as e:
+    except (OSError, av.FFmpegError) as e:
         raise UserError(f"{target}: cannot write it ({e.strerror or e}); choose another --out") from None
     finally:
         if writer is not None:
