@@ -190,3 +190,28 @@ def test_api_load_gives_a_detector_that_agrees_with_the_cli(run, stand_in, scene
     assert [d.to_json() for d in by_path] == cli
     with pytest.raises(UserError, match="missing.jpg"):
         detector.detect(scenes / "missing.jpg")
+
+
+def test_a_real_detection_run_with_its_own_finder(tmp_path, capsys):
+    """The real pieces together: a detection run folder as training writes it (an untrained finder here), read
+    by load_finder, in front of the classifier; the CLI and the API agree on it."""
+    pytest.importorskip("signlab.detection.finder")  # the first stage, from branch det-detector
+    from signlab.checkpoint import save_weights
+    from signlab.config import TrainConfig
+    from signlab.models import create_model
+
+    torch.manual_seed(0)
+    options = {"widths": [8, 8, 16, 16], "neck": 8}
+    cfg = TrainConfig(task="detect", model="signfinder", model_options=options, bf16="off", out=str(tmp_path / "run"))
+    run = make_detection_run(tmp_path / "run")
+    cfg.save(run / "config.json")
+    tensors = {f"model.{k}": v for k, v in create_model("signfinder", **options).state_dict().items()}
+    save_weights(run / "last.safetensors", tensors, {"config": cfg.to_dict(), "task": "detect"})
+    scenes = write_synthetic_scenes(tmp_path / "scenes", 2, seed=3, size=(256, 160), sign_px=(16, 40))
+    assert main(["detect", str(run), str(scenes), "--json", "--threshold", "0", "--device", "cpu"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert results[0]["detections"], "at threshold 0 every proposal of the finder is named"
+    assert [r["path"] for r in results] == [str(scenes / "00000.jpg"), str(scenes / "00001.jpg")]
+    assert all((r["width"], r["height"]) == (256, 160) for r in results)
+    api = signlab.load(run, device="cpu").detect(scenes / "00000.jpg", threshold=0.0)
+    assert [d.to_json() for d in api] == results[0]["detections"]
