@@ -179,7 +179,8 @@ def test_a_detection_run_needs_a_gtsrb_classifier(tmp_path, stand_in):
 
 def test_api_load_gives_a_detector_that_agrees_with_the_cli(run, stand_in, scenes, capsys):
     detector = signlab.load(run, device="cpu")
-    assert detector.task == "detect" and len(detector.class_names) == 43 and "Detector" in repr(detector)
+    assert isinstance(detector, signlab.Detector) and detector.task == "detect" and len(detector.class_names) == 43
+    assert "Detector" in repr(detector)
     by_path = detector.detect(scenes / "00000.jpg")
     array = np.asarray(Image.open(scenes / "00000.jpg").convert("RGB"))
     assert by_path == detector.detect(array) == detector.detect(Image.fromarray(array).convert("RGBA"))
