@@ -266,11 +266,9 @@ def with_task(given: dict) -> dict:
 
 
 def is_scene_folder(path: Path) -> bool:
-    try:
-        from signlab.detection.scenes import is_gtsdb_layout
-    except ImportError:  # until signlab.detection.scenes lands: GTSDB's gt.txt beside the scenes
-        return (path / "gt.txt").is_file()
-    return path.is_dir() and is_gtsdb_layout(path)
+    from signlab.detection.scenes import is_gtsdb_layout
+
+    return is_gtsdb_layout(path)
 
 
 def check_task(cfg: TrainConfig, where: str) -> None:

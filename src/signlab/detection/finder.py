@@ -44,7 +44,9 @@ def encode_targets(boxes: list[np.ndarray], categories: list[np.ndarray], out_h:
                    ) -> dict[str, torch.Tensor]:
     """Training targets for a batch. boxes[i] (n, 4) inclusive pixel corners in the network input's pixels,
     categories[i] (n,) indices into CATEGORIES. Returns heat (B, C, h, w) in [0, 1] with 1 at each centre
-    cell, box (B, 4, h, w) with log w, log h (cells) and offsets at the centre cells, mask (B, h, w) of them."""
+    cell; box (B, 4, h, w): log w, log h (cells) and the centre's offset from the cell, at the centre cell and
+    its 8 neighbours (the peak found may be one cell off; more cells also teach the size faster); mask
+    (B, h, w): the weight of each such cell, the heatmap's value there (1 at the centre)."""
     b = len(boxes)
     heat = np.zeros((b, len(CATEGORIES), out_h, out_w), np.float32)
     box = np.zeros((b, 4, out_h, out_w), np.float32)
@@ -60,8 +62,11 @@ def encode_targets(boxes: list[np.ndarray], categories: list[np.ndarray], out_h:
             s = gaussian_sigma(w, h)
             g = np.exp(-((xs - ix) ** 2 + (ys - iy) ** 2) / (2 * s * s))  # (h, w), exactly 1 at (iy, ix)
             np.maximum(heat[i, c], g, out=heat[i, c])
-            box[i, :, iy, ix] = (math.log(w), math.log(h), cx - ix, cy - iy)
-            mask[i, iy, ix] = 1.0
+            for jy in range(max(0, iy - 1), min(out_h, iy + 2)):
+                for jx in range(max(0, ix - 1), min(out_w, ix + 2)):
+                    if g[jy, jx] > mask[i, jy, jx]:  # the nearer sign's centre owns a shared cell
+                        box[i, :, jy, jx] = (math.log(w), math.log(h), cx - jx, cy - jy)
+                        mask[i, jy, jx] = g[jy, jx]
     return {"heat": torch.from_numpy(heat), "box": torch.from_numpy(box), "mask": torch.from_numpy(mask)}
 
 
@@ -72,7 +77,7 @@ def finder_loss(out: torch.Tensor, targets: dict[str, torch.Tensor]) -> tuple[to
     c = targets["heat"].shape[1]
     logits, pred_box = out[:, :c], out[:, c:]
     heat, mask = targets["heat"], targets["mask"]
-    n = mask.sum().clamp(min=1.0)
+    n = heat.eq(1.0).sum().clamp(min=1).float()  # signs
     p = torch.sigmoid(logits)
     pos = heat.eq(1.0).float()
     # logsigmoid keeps log p and log(1 - p) finite where p saturates
@@ -80,15 +85,16 @@ def finder_loss(out: torch.Tensor, targets: dict[str, torch.Tensor]) -> tuple[to
     neg_loss = -(F.logsigmoid(-logits) * p ** 2 * (1 - heat) ** 4 * (1 - pos)).sum()
     heat_loss = (pos_loss + neg_loss) / n
     l1 = (pred_box - targets["box"]).abs() * mask[:, None]  # (B, 4, h, w)
-    box_loss = (SIZE_WEIGHT * l1[:, :2].sum() + OFFSET_WEIGHT * l1[:, 2:].sum()) / n
+    box_loss = (SIZE_WEIGHT * l1[:, :2].sum() + OFFSET_WEIGHT * l1[:, 2:].sum()) / mask.sum().clamp(min=1.0)
     return heat_loss + box_loss, heat_loss.detach(), box_loss.detach()
 
 
-def decode(out: torch.Tensor, threshold: float, top_k: int = TOP_K, nms_iou: float = NMS_IOU
-           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def decode(out: torch.Tensor, threshold: float, size: tuple[int, int] | None = None, top_k: int = TOP_K,
+           nms_iou: float = NMS_IOU) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One image's maps (C + 4, h, w) -> boxes (N, 4) inclusive pixel corners, scores (N,), categories (N,):
-    the 3x3 local maxima of the heatmaps, the top_k best, those >= threshold, then NMS over all categories
-    (one sign belongs to one category: two boxes on one sign would be two candidates for the classifier)."""
+    the 3x3 local maxima of the heatmaps, the top_k best, those >= threshold, clipped to size (H, W) if given,
+    then NMS over all categories (one sign belongs to one category: two boxes on one sign would be two
+    candidates for the classifier)."""
     out = out.float()
     c = out.shape[0] - 4
     heat = torch.sigmoid(out[:c])  # (C, h, w)
@@ -103,6 +109,9 @@ def decode(out: torch.Tensor, threshold: float, top_k: int = TOP_K, nms_iou: flo
     bw, bh = box[0].exp() * STRIDE, box[1].exp() * STRIDE
     cx, cy = (ix + box[2]) * STRIDE, (iy + box[3]) * STRIDE
     boxes = torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2 - 1, cy + bh / 2 - 1], dim=1)  # (N, 4)
+    if size is not None:
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, size[1] - 1)
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, size[0] - 1)
     order = nms(boxes, scores, nms_iou)
     return boxes[order], scores[order], cats[order]
 
@@ -120,7 +129,7 @@ class SignFinder:
         """(H, W, 3) uint8 -> the network's maps (C + 4, ceil(H/16)*4, ceil(W/16)*4) on the CPU; the scene is
         zero-padded (after standardisation: mid-grey is 0) to a multiple of 16, which the stages divide."""
         h, w = scene.shape[:2]
-        x = to_input(torch.from_numpy(np.ascontiguousarray(scene))[None])  # (1, 3, H, W)
+        x = to_input(torch.from_numpy(np.array(scene))[None])  # (1, 3, H, W); a copy: scenes may be read-only
         x = F.pad(x, (0, -w % 16, 0, -h % 16)).to(self.device)
         with autocast(self.device, self.bf16):
             out = self.model(x)
@@ -131,10 +140,7 @@ class SignFinder:
         scores (N,) in [0, 1], categories (N,) long indices into CATEGORIES; after NMS, best first."""
         if scene.ndim != 3 or scene.shape[2] != 3 or scene.dtype != np.uint8:
             raise ValueError(f"scene must be (H, W, 3) uint8 RGB, got {scene.shape} {scene.dtype}")
-        boxes, scores, cats = decode(self.maps(scene), threshold)
-        h, w = scene.shape[:2]
-        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w - 1)
-        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h - 1)
+        boxes, scores, cats = decode(self.maps(scene), threshold, size=scene.shape[:2])
         return boxes, scores, cats.long()
 
 

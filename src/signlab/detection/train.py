@@ -211,7 +211,7 @@ def train_detector(cfg: TrainConfig, log: Callable[[str], object] | None = None,
                 loss, heat_loss, box_loss = finder_loss(out, {k: v.to(device) for k, v in targets.items()})
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                if not math.isfinite(float(loss)):
+                if not math.isfinite(float(loss.detach())):
                     raise NonFiniteError("loss", epoch, step)
                 grads = [p.grad for p in model.parameters() if p.grad is not None]
                 if not torch.isfinite(torch.nn.utils.get_total_norm(grads)):
@@ -220,7 +220,7 @@ def train_detector(cfg: TrainConfig, log: Callable[[str], object] | None = None,
                 if state.ema is not None:
                     update_ema(state.ema, model, cfg.ema, global_step)
                 s = state.sums
-                state.sums = {**s, "loss": s["loss"] + float(loss) * len(x), "seen": s["seen"] + len(x),
+                state.sums = {**s, "loss": s["loss"] + float(loss.detach()) * len(x), "seen": s["seen"] + len(x),
                               "heat": s.get("heat", 0.0) + float(heat_loss) * len(x),
                               "box": s.get("box", 0.0) + float(box_loss) * len(x),
                               "seconds": s["seconds"] + time.perf_counter() - t0}

@@ -19,6 +19,7 @@ from signlab.models import register_model
 
 STRIDE = 4  # pixels per cell of the output maps
 HEAT_PRIOR_BIAS = -4.6  # sigmoid(-4.6) = 0.01: almost every cell is background, so start there (focal loss)
+BOX_PRIOR_BIAS = (2.0, 2.0, 0.5, 0.5)  # log of 7.4 cells (a 30-px sign), the cell's middle: the size loss starts low
 
 
 def conv_bn(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
@@ -60,6 +61,8 @@ class SignFinderNet(nn.Module):
         self.heat = nn.Conv2d(neck, num_categories, 1)
         self.box = nn.Conv2d(neck, 4, 1)  # log w, log h (cells), offset x, y (fraction of a cell)
         nn.init.constant_(self.heat.bias, HEAT_PRIOR_BIAS)
+        with torch.no_grad():
+            self.box.bias.copy_(torch.tensor(BOX_PRIOR_BIAS))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, 3, H, W) standardised -> (B, categories + 4, ceil(H/4), ceil(W/4)): heatmap logits, then
