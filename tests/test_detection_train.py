@@ -151,3 +151,14 @@ def test_the_classifier_must_be_a_classifier(tmp_path, scenes):
                  {"config": TrainConfig(task="detect", model="signfinder").to_dict(), "task": "detect"})
     with pytest.raises(UserError, match="a detection run, not a classifier"):
         train(scenes, classifier=str(weights), out=str(tmp_path / "run"), epochs=1, **TINY)
+
+
+def test_cli_names_the_missing_classifier_in_one_line(tmp_path, scenes, capsys):
+    from signlab.cli import main
+
+    assert main(["train", "--data", str(scenes), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--classifier" in err and "signlab train --preset fast" in err
+    assert main(["train", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "--task" in text and "--classifier" in text and "detect_fast" in text
