@@ -168,6 +168,8 @@ def train_detector(cfg: TrainConfig, log: Callable[[str], object] | None = None,
     """Train a sign finder as the resolved config says; returns the last epoch's metrics row. data: the
     (training, validation) scenes already decoded (tests), else read from cfg.data."""
     log = log or print
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        raise UserError("signlab train --task detect runs in one process; start it without torchrun")
     device = pick_device(cfg.device)
     torch.set_num_threads(cfg.threads or default_threads())
     torch.manual_seed(cfg.seed)
