@@ -82,13 +82,13 @@ def write_classifier(path: Path) -> Path:
     return path
 
 
-TINY = {"model_options": {"widths": [8, 16, 24, 32], "blocks": [1, 1, 1], "neck": 16}, "image_size": 128,
+TINY = {"model_options": {"widths": [16, 24, 48, 64], "blocks": [1, 1, 1], "neck": 24}, "image_size": 128,
         "batch_size": 8, "threads": 1, "progress": False, "lr": 0.003}
 
 
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory) -> Path:
-    return write_scenes(tmp_path_factory.mktemp("gtsdb") / "train", 96, seed=0)
+    return write_scenes(tmp_path_factory.mktemp("gtsdb") / "train", 192, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -97,19 +97,20 @@ def classifier(tmp_path_factory) -> Path:
 
 
 def test_a_tiny_finder_finds_easy_signs_in_scenes_it_never_saw(tmp_path, scenes, classifier, one_torch_thread):
-    """`signlab train --data GTSDB_DIR` recognises the layout, trains a finder (about 15 s on one core), and the
-    finder it writes finds >= 90 % of the signs of new scenes at IoU 0.5 with few false positives."""
+    """`signlab train --data GTSDB_DIR` recognises the layout, trains a finder (about 10 s on one core), and the
+    finder it writes finds >= 90 % of the signs of new scenes at IoU 0.5 with few false positives. (Seeds 0-4,
+    bf16 on and off: 94-100 %; a narrower network, 8-32 channels, sized the signs too loosely: 84-98 %.)"""
     lines = []
-    run = train(scenes, classifier=str(classifier), epochs=12, out=str(tmp_path / "run"), val_fraction=0.0,
+    run = train(scenes, classifier=str(classifier), epochs=8, out=str(tmp_path / "run"), val_fraction=0.0,
                 log=lines.append, **TINY)
     assert TrainConfig.from_dict(__import__("json").loads((run / "config.json").read_text())).task == "detect"
     assert (run / "classifier.safetensors").read_bytes() == classifier.read_bytes()
     with open(run / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == FIELDS and len(rows) == 12 and rows[0]["val_recall"] == ""
+    assert list(rows[0]) == FIELDS and len(rows) == 8 and rows[0]["val_recall"] == ""
     assert float(rows[-1]["train_loss"]) < 0.5 * float(rows[0]["train_loss"])
     finder = load_finder(run, torch.device("cpu"))
-    unseen, _ = read_gtsdb(write_scenes(tmp_path / "unseen", 24, seed=1))
+    unseen, _ = read_gtsdb(write_scenes(tmp_path / "unseen", 48, seed=1))
     recall, fp_per_scene = finder_recall(finder, scene_set(unseen, load_scene), threshold=0.3)
     assert recall >= 0.9 and fp_per_scene <= 0.5, (recall, fp_per_scene, lines[-3:])
 

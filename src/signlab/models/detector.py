@@ -57,12 +57,12 @@ class SignFinderNet(nn.Module):
         self.stages = nn.ModuleList(stage(widths[i], widths[i + 1], blocks[i]) for i in range(3))
         self.lateral = nn.ModuleList(nn.Conv2d(w, neck, 1) for w in widths[1:])
         self.merge = nn.ModuleList(separable(neck, neck) for _ in range(2))
-        self.head = separable(neck, neck)
-        self.heat = nn.Conv2d(neck, num_categories, 1)
-        self.box = nn.Conv2d(neck, 4, 1)  # log w, log h (cells), offset x, y (fraction of a cell)
-        nn.init.constant_(self.heat.bias, HEAT_PRIOR_BIAS)
+        # one branch each: whether a sign is here, and where its edges are, want different features
+        self.heat = nn.Sequential(separable(neck, neck), nn.Conv2d(neck, num_categories, 1))
+        self.box = nn.Sequential(separable(neck, neck), nn.Conv2d(neck, 4, 1))  # log w, log h (cells), offset x, y
+        nn.init.constant_(self.heat[-1].bias, HEAT_PRIOR_BIAS)
         with torch.no_grad():
-            self.box.bias.copy_(torch.tensor(BOX_PRIOR_BIAS))
+            self.box[-1].bias.copy_(torch.tensor(BOX_PRIOR_BIAS))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, 3, H, W) standardised -> (B, categories + 4, ceil(H/4), ceil(W/4)): heatmap logits, then
@@ -76,8 +76,7 @@ class SignFinderNet(nn.Module):
         for i in (1, 0):  # the coarser map, upsampled, joins the finer one's lateral
             lat = self.lateral[i](feats[i])
             top = self.merge[i](lat + F.interpolate(top, size=lat.shape[-2:], mode="nearest"))
-        h = self.head(top)
-        return torch.cat([self.heat(h), self.box(h)], dim=1)
+        return torch.cat([self.heat(top), self.box(top)], dim=1)
 
 
 @register_model
