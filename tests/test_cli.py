@@ -190,6 +190,10 @@ BAD_VALUES = [
     (["synth", "OUT", "--per-class", "5", "--classes", "50"], "--classes: 50: must be in [0, 42]"),
     (["synth", "OUT", "--per-class", "5", "--backgrounds", "NOPE"], "--backgrounds NOPE: no such folder"),
     (["synth", "OUT", "--per-class", "5", "--workers", "0"], "--workers: 0: must be at least 1"),
+    (["synth", "OUT", "--scenes", "0"], "--scenes: 0: must be at least 1"),
+    (["synth", "OUT", "--scenes", "2", "--scene-size", "10x"], "--scene-size: '10x' is not a size"),
+    (["synth", "OUT", "--scenes", "2", "--scene-size", "16x100"], "--scene-size: 16x100: each side must be at least"),
+    (["synth", "OUT", "--scenes", "2", "--per-class", "3"], "--per-class is for sign sets, not --scenes"),
 ]
 
 

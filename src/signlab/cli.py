@@ -9,7 +9,7 @@ import sys
 from dataclasses import MISSING
 
 from signlab.errors import UserError
-from signlab.options import Option, above, argparse_type, at_least, between, declared, each, int_list, one_of
+from signlab.options import Option, above, argparse_type, at_least, between, declared, each, int_list, one_of, size_pair
 from signlab.runtime import DEVICES
 
 
@@ -129,8 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"a mirror holding the official archive names: http(s)://, file:// or a folder "
                         f"(default: ${ENV_URL}, else the official address)")
 
-    y = sub.add_parser("synth", help="render a synthetic training set from drawn signs, in GTSRB's layout")
-    y.add_argument("out", metavar="OUT", help="folder to write OUT/Images/000NN/ into (new or empty)")
+    y = sub.add_parser("synth", help="render a synthetic training set from drawn signs, in GTSRB's layout "
+                                      "(or road scenes in GTSDB's, with --scenes)")
+    y.add_argument("out", metavar="OUT", help="folder to write OUT/Images/000NN/ (or the scenes) into (new or empty)")
     y.add_argument("--per-class", type=argparse_type(Option("--per-class", "", at_least(1)), int),
                    help="images per class, in tracks of up to 10 frames")
     y.add_argument("--seed", type=argparse_type(Option("--seed", "", at_least(0)), int), default=0,
@@ -142,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     y.add_argument("--workers", type=argparse_type(Option("--workers", "", at_least(1)), int),
                    help="processes, one class each at a time (default: all cores; the files do not change)")
     y.add_argument("--pictograms", action="store_true", help="write the 43 drawn signs as PNGs to OUT instead")
+    y.add_argument("--scenes", type=argparse_type(Option("--scenes", "", at_least(1)), int), metavar="N",
+                   help="write N road scenes with drawn signs in GTSDB's layout instead (OUT/00000.jpg ..., "
+                        "OUT/gt.txt), for detection")
+    y.add_argument("--scene-size", metavar="WxH", type=argparse_type(Option(
+        "--scene-size", "", lambda v: None if min(v) >= 32 else "each side must be at least 32"), size_pair),
+        help="the scenes' width x height in px (default 1360x800, GTSDB's)")
     return parser
 
 
@@ -231,6 +238,10 @@ def cmd_synth(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
+    if args.scenes is not None:
+        return _synth_scenes(args)
+    if args.scene_size is not None:
+        raise UserError("--scene-size is for --scenes N (road scenes), e.g. signlab synth OUT --scenes 50")
     if args.pictograms:
         from signlab.synth.pictograms import write_pictograms
 
@@ -248,6 +259,27 @@ def cmd_synth(args: argparse.Namespace) -> int:
     print(f"wrote {n} images of {len(classes)} classes to {Path(args.out) / 'Images'} in {seconds:.1f} s "
           f"({n / seconds:.0f} images/s, {workers} process{'es' if workers > 1 else ''})")
     print(f"next: signlab train --data {args.out}")
+    return 0
+
+
+def _synth_scenes(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    for flag, given in (("--per-class", args.per_class is not None), ("--pictograms", args.pictograms),
+                        ("--backgrounds", args.backgrounds is not None), ("--workers", args.workers is not None)):
+        if given:
+            raise UserError(f"{flag} is for sign sets, not --scenes; leave it out")
+    from signlab.detection.synthetic import NUM_CLASSES, write_synthetic_scenes
+
+    classes = sorted(set(args.classes)) if args.classes else list(range(NUM_CLASSES))
+    size = args.scene_size or (1360, 800)
+    start = time.perf_counter()
+    out = write_synthetic_scenes(Path(args.out), args.scenes, seed=args.seed, size=size, classes=classes)
+    seconds = time.perf_counter() - start
+    signs = sum(1 for line in (out / "gt.txt").read_text().splitlines() if line)
+    print(f"wrote {args.scenes} scenes of {size[0]}x{size[1]} with {signs} signs to {out} in {seconds:.1f} s "
+          f"({args.scenes / seconds:.1f} scenes/s)")
     return 0
 
 

@@ -72,6 +72,14 @@ def int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers, e.g. 16,32,64") from None
 
 
+def size_pair(text: str) -> tuple[int, int]:
+    """An image size "WIDTHxHEIGHT": "1360x800" -> (1360, 800)."""
+    w, sep, h = text.lower().partition("x")
+    if not (sep and w.isdigit() and h.isdigit()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size; use WIDTHxHEIGHT, e.g. 1360x800")
+    return int(w), int(h)
+
+
 # ---------------------------------------------------------------- use
 
 

@@ -63,9 +63,16 @@ def _colour(g: np.random.Generator, lo, hi) -> np.ndarray:
     return np.array([g.uniform(a, b) for a, b in zip(lo, hi, strict=True)], np.float32)
 
 
-def texture(g: np.random.Generator, w: int, h: int) -> Image.Image:
-    """A procedural background: sky, foliage, a building, road, or sky above one of the others; out of focus."""
-    kind = ("sky", "foliage", "foliage", "building", "road", "split", "split")[int(g.integers(7))]
+TEXTURES = ("sky", "foliage", "building", "road", "split")
+
+
+def texture(g: np.random.Generator, w: int, h: int, kind: str | None = None) -> Image.Image:
+    """A procedural background: sky, foliage, a building, road, or sky above one of the others; out of focus.
+    kind: one of TEXTURES, else drawn at random (the draws are the same as before kind existed)."""
+    if kind is None:
+        kind = ("sky", "foliage", "foliage", "building", "road", "split", "split")[int(g.integers(7))]
+    elif kind not in TEXTURES:
+        raise ValueError(f"unknown texture {kind!r}; use one of {', '.join(TEXTURES)}")
     if kind == "split":
         below = ("foliage", "foliage", "building", "road")[int(g.integers(4))]
         horizon = int(h * _uniform(g, (0.2, 0.8)))
