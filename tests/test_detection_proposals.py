@@ -6,7 +6,7 @@ import torch
 from PIL import Image, ImageFilter
 
 from signlab.detection.boxes import CATEGORIES, box_iou, category_of
-from signlab.detection.proposals import ColourShapeFinder, shape_fit
+from signlab.detection.proposals import ColourShapeFinder, shape_fit, white_balance
 from signlab.errors import UserError
 from signlab.synth.pictograms import draw_sign
 
@@ -91,6 +91,16 @@ def test_shape_fit_tells_rings_discs_and_triangles_apart():
     assert shape_fit(speckle)[3] < 0.5  # fills like a square or disc, but its band is as sparse as its middle
     assert shape_fit(y[:35] >= 2 * np.abs(x[:35] - 20) * 35 / 40)[0] == "up"
     assert shape_fit(np.ones((30, 30), dtype=bool))[0] == "square"
+
+
+def test_white_balance_lifts_red_out_of_a_blue_cast_only():
+    scene = background(120, 200, np.random.default_rng(2), noisy=False)
+    box = paste(scene, 3, 40, 80, 40)
+    dusk = (np.asarray(scene, dtype=np.float32) * [0.55, 0.7, 1.0] * 0.6).astype(np.uint8)  # dark and blue
+    assert found(ColourShapeFinder().propose(dusk, 0.5), box, "prohibitory")
+    assert not found(ColourShapeFinder(balance=0.0).propose(dusk, 0.5), box, "prohibitory")
+    warm = np.asarray(scene)  # its red outweighs its blue: left as it is
+    assert all(np.array_equal(plane, warm[..., c]) for c, plane in enumerate(white_balance(warm)))
 
 
 def degrade(scene: Image.Image, rng: np.random.Generator) -> np.ndarray:
