@@ -10,8 +10,9 @@ from signlab.detection.proposals import ColourShapeFinder, shape_fit, white_bala
 from signlab.errors import UserError
 from signlab.synth.pictograms import draw_sign
 
-# speed limit 30 (prohibitory), general caution (danger), keep right (mandatory), no entry and give way (other)
-CASES = {1: "prohibitory", 11: "danger", 38: "mandatory", 17: "other", 13: "other"}
+# speed limit 30 (prohibitory), general caution (danger), keep right (mandatory), no entry, give way and
+# priority road (other)
+CASES = {1: "prohibitory", 11: "danger", 38: "mandatory", 17: "other", 13: "other", 12: "other"}
 
 
 def background(height: int, width: int, rng: np.random.Generator, noisy: bool) -> Image.Image:

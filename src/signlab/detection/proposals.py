@@ -31,6 +31,9 @@ from signlab.detection.boxes import CATEGORIES, nms
 from signlab.errors import UserError
 
 GRID = 16  # side of the templates; components are pooled to it before the shape test
+# the priority road's yellow stops short of its white border: about half the sign on GTSDB's scenes, 0.69 on
+# signlab's drawings; (1 / 0.55 - 1) / 2 a side
+INSET = {"yellow": 0.4}
 
 
 def _templates(n: int = GRID) -> dict[str, np.ndarray]:
@@ -40,14 +43,15 @@ def _templates(n: int = GRID) -> dict[str, np.ndarray]:
     return {"disc": (x - 0.5) ** 2 + (y - 0.5) ** 2 <= 0.25,
             "up": y >= 2 * np.abs(x - 0.5),  # apex at the top centre, base along the bottom edge
             "down": 1 - y >= 2 * np.abs(x - 0.5),
+            "diamond": np.abs(x - 0.5) + np.abs(y - 0.5) <= 0.5,
             "square": np.ones((n, n), dtype=bool)}
 
 
 _TEMPLATES = _templates()
 _SHAPES = tuple(_TEMPLATES)
-_STACK = np.stack([_TEMPLATES[s] for s in _SHAPES])  # (4, GRID, GRID)
+_STACK = np.stack([_TEMPLATES[s] for s in _SHAPES])  # (5, GRID, GRID)
 # the outer two cells of each shape: where a sign's ring or border lies, and a blue disc is blue too
-_BANDS = np.stack([t & ~ndimage.binary_erosion(t, iterations=2) for t in _STACK])  # (4, GRID, GRID)
+_BANDS = np.stack([t & ~ndimage.binary_erosion(t, iterations=2) for t in _STACK])  # (5, GRID, GRID)
 
 
 def white_balance(scene: np.ndarray, strength: float = 1.0, limit: float = 1.5) -> list[np.ndarray]:
@@ -80,7 +84,8 @@ def colour_maps(scene: np.ndarray, balance: float = 1.0) -> dict[str, tuple[np.n
     brightness += 30  # near-black pixels are noise, not colour
     red = np.minimum(r - g, r - b)
     blue = np.minimum(b - r, b - g)
-    return {"red": (red * 100, brightness), "blue": (blue * 100, brightness)}
+    yellow = np.minimum(r - b, g - b) - np.abs(r - g)  # red and green alike, both well above blue
+    return {"red": (red * 100, brightness), "blue": (blue * 100, brightness), "yellow": (yellow * 100, brightness)}
 
 
 @dataclass(frozen=True)
@@ -133,12 +138,12 @@ def category_for(colour: str, shape: str, coloured: float) -> str | None:
     if colour == "red":
         if shape == "disc":  # a red ring is prohibitory; a red disc (no entry) or octagon (stop) is not
             return "prohibitory" if coloured < 0.7 else "other"
-        if shape == "square":
+        if shape in ("square", "diamond"):
             return None
         return "danger" if shape == "up" else "other"  # pointing down: give way
     if colour == "blue":
         return "mandatory" if shape == "disc" else None
-    return None
+    return "other" if shape == "diamond" else None  # yellow: the priority road
 
 
 class ColourShapeFinder:
@@ -155,7 +160,8 @@ class ColourShapeFinder:
     def __init__(self, levels: dict[str, tuple[float, ...]] | None = None, min_size: int = 12,
                  max_size: int = 150, max_aspect: float = 1.6, min_fit: float = 0.6, nms_iou: float = 0.4,
                  margin: float = 0.055, max_stack: float = 2.6, min_band: float = 0.25, balance: float = 1.0):
-        self.levels = levels or {"red": (0.06, 0.10, 0.16, 0.25), "blue": (0.07, 0.12, 0.20, 0.30)}
+        self.levels = levels or {"red": (0.06, 0.10, 0.16, 0.25), "blue": (0.07, 0.12, 0.20, 0.30),
+                                 "yellow": (0.06, 0.12)}
         self.min_size, self.max_size = min_size, max_size
         self.max_aspect, self.min_fit, self.nms_iou, self.margin = max_aspect, min_fit, nms_iou, margin
         self.max_stack, self.min_band, self.balance = max_stack, min_band, balance
@@ -163,8 +169,10 @@ class ColourShapeFinder:
     def candidates(self, scene: np.ndarray) -> list[Candidate]:
         """Every component of every colour level that passes the size, aspect and fit tests."""
         found: list[Candidate] = []
-        for colour, (excess, brightness) in colour_maps(scene, self.balance).items():
-            for level in self.levels[colour]:
+        maps = colour_maps(scene, self.balance)
+        for colour, levels in self.levels.items():
+            excess, brightness = maps[colour]
+            for level in levels:
                 found += self._components(excess > brightness * round(100 * level), colour)
         return found
 
@@ -228,8 +236,10 @@ class ColourShapeFinder:
         if not found:
             return torch.zeros((0, 4)), torch.zeros(0), torch.zeros(0, dtype=torch.long)
         boxes = torch.tensor([c.box for c in found], dtype=torch.float32)  # (N, 4)
-        # GTSDB's boxes hold a thin margin round the sign (about 5 % of its side): the colour stops short of it
-        pad = self.margin * (boxes[:, 2:] - boxes[:, :2] + 1)  # (N, 2)
+        # GTSDB's boxes hold a thin margin round the sign (about 5 % of its side): the colour stops short of it;
+        # the priority road's yellow stops short of its white border too
+        share = torch.tensor([self.margin + INSET.get(c.colour, 0.0) for c in found])  # (N,)
+        pad = share[:, None] * (boxes[:, 2:] - boxes[:, :2] + 1)  # (N, 2)
         high = torch.tensor([scene.shape[1] - 1, scene.shape[0] - 1], dtype=torch.float32)
         boxes = torch.cat([(boxes[:, :2] - pad).clamp(min=0), torch.minimum(boxes[:, 2:] + pad, high)], 1)
         scores = torch.tensor([c.fit for c in found], dtype=torch.float32)  # (N,)
