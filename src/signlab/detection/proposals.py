@@ -34,6 +34,7 @@ GRID = 16  # side of the templates; components are pooled to it before the shape
 # the priority road's yellow stops short of its white border: about half the sign on GTSDB's scenes, 0.69 on
 # signlab's drawings; (1 / 0.55 - 1) / 2 a side
 INSET = {"yellow": 0.4}
+FILL = (0.1, 0.9)  # the share of its box a sign's component covers at half resolution: rings ~0.4, discs ~0.75
 
 
 def _templates(n: int = GRID) -> dict[str, np.ndarray]:
@@ -195,6 +196,8 @@ class ColourShapeFinder:
             if 2 * min(h, w) < self.min_size or 2 * w > self.max_size + 2:
                 continue
             if h > self.max_stack * w + 1 or w > self.max_aspect * h + 1:
+                continue
+            if not FILL[0] <= area[index] / (h * w) <= FILL[1]:  # a sign is neither a few specks nor a block
                 continue
             y0, x0 = 2 * where[0].start, 2 * where[1].start
             footprint = np.repeat(np.repeat(labels[where] == index, 2, axis=0), 2, axis=1)  # (2h, 2w)
