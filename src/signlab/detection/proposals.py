@@ -229,7 +229,8 @@ class ColourShapeFinder:
     def propose(self, scene: np.ndarray, threshold: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """scene (H, W, 3) uint8 RGB -> boxes (N, 4) float inclusive corners, scores (N,), categories (N,) long.
 
-        After NMS, highest score first, only scores >= threshold (the SignFinder contract).
+        After NMS, highest score first, only scores >= threshold (the SignFinder contract). The score is the shape
+        fit, so nothing under min_fit (0.6) comes back, whatever the threshold.
         """
         if not (isinstance(scene, np.ndarray) and scene.ndim == 3 and scene.shape[2] == 3
                 and scene.dtype == np.uint8):
