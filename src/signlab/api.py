@@ -256,7 +256,12 @@ def train(data: str | Path | None = None, *, preset: str | None = None,
     given = {**options, **({"data": str(data)} if data is not None else {}),
              **({"preset": preset} if preset else {})}
     cfg = resolve_train_config(given, log)
-    run_training(cfg, log)
+    if cfg.task == "detect":  # GTSDB scenes: the sign finder's loop
+        from signlab.detection.train import train_detector
+
+        train_detector(cfg, log)
+    else:
+        run_training(cfg, log)
     return Path(cfg.out)
 
 

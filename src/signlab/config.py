@@ -25,6 +25,8 @@ PRESET_DIR = Path(__file__).parent / "presets"
 RESUME_FREE_FIELDS = {"out", "resume", "overwrite", "device", "threads", "keep", "force_resume", "progress",
                       "max_bad_fraction", "max_image_pixels", "tta"}
 NESTED_FIELDS = ("augment", "model_options")  # a flag inside these changes that key, not the whole dict
+TASKS = ("auto", "classify", "detect")
+DETECT_PRESET = "detect"  # a detection run without --preset starts from this one
 
 
 def preset_names() -> list[str]:
@@ -35,6 +37,10 @@ def check_model(name: str) -> str | None:
     from signlab.models import list_models
 
     return None if name in list_models() else f"unknown model; choose one of {', '.join(list_models())}"
+
+
+def check_classifier(path: str) -> str | None:
+    return None if Path(path).exists() else "no such run folder or weights file; train a classifier first"
 
 
 def check_folder(path: str) -> str | None:
@@ -60,6 +66,10 @@ class TrainConfig:
                                      "(default 0.01)", between(0, 1))
     max_image_pixels: int = option(40_000_000, "--max-image-pixels", "refuse larger images as decompression bombs",
                                    at_least(1))
+    task: str = option("auto", "--task", "classify (sign crops), detect (signs in whole scenes) or auto (detect when "
+                       "--data is in GTSDB's layout; default)", one_of(*TASKS))
+    classifier: str | None = option(None, "--classifier", "detect: the GTSRB classifier (run folder or weights "
+                                    "file) that names the signs found; copied into the run", check_classifier)
     # model
     model: str = option("signnet", "--model", "model name (default signnet)", check_model)
     model_options: dict = option(None, None, "passed to the model factory", default_factory=dict)
@@ -126,8 +136,9 @@ class TrainConfig:
     @staticmethod
     def with_legacy_defaults(saved: dict) -> dict:
         """A config saved before a field existed meant that field's old behaviour, not today's default: weights
-        trained on raw pixels must be evaluated on raw pixels; one --seed drew the validation split too."""
-        saved = {"contrast": "none", "split_seed": saved.get("seed", 0), **saved}
+        trained on raw pixels must be evaluated on raw pixels; one --seed drew the validation split too; every
+        run was a classifier's."""
+        saved = {"contrast": "none", "split_seed": saved.get("seed", 0), "task": "classify", **saved}
         if isinstance(saved.get("bf16"), bool):  # bf16 was a bool meaning "where the hardware has it"
             saved["bf16"] = "auto" if saved["bf16"] else "off"
         return saved
@@ -203,12 +214,13 @@ def resolve_train_config(given: dict, log: Callable[[str], object] = print) -> T
     base and changes to it need --force-resume; else the model's training defaults fill what is still unset and
     no data means signlab's drawn-sign default set (signlab.synth.default). The result is checked before any
     work starts."""
+    given = with_task(given)
     preset = given.get("preset")
     fields_set = load_preset(preset) if preset else {}
     if "model" in given and given["model"] != fields_set.get("model", given["model"]):
         fields_set.pop("model_options", None)  # a preset's model options belong to the preset's model
     fields_set = merge(fields_set, given)
-    for key in ("data", "val_data"):  # absolute, so a resume from another folder finds the same data
+    for key in ("data", "val_data", "classifier"):  # absolute, so a resume from another folder finds the same data
         if fields_set.get(key):
             fields_set[key] = str(Path(fields_set[key]).resolve())
     where = f" (from --preset {preset})" if preset else ""
@@ -226,9 +238,51 @@ def resolve_train_config(given: dict, log: Callable[[str], object] = print) -> T
     else:
         from signlab.models import train_defaults
 
+        if fields_set.get("task", "auto") == "auto":
+            fields_set["task"] = "classify"
         for key, value in train_defaults(fields_set.get("model", TrainConfig.model)).items():
             fields_set.setdefault(key, value)
     cfg = TrainConfig.from_dict(fields_set)
     validate(cfg, where)
+    check_task(cfg, where)
     check_model_options(cfg, where)
     return cfg
+
+
+def with_task(given: dict) -> dict:
+    """--task auto becomes detect when --data is a GTSDB scene folder (gt.txt beside the scenes); a detection
+    run without --preset takes the detect preset's settings. Left auto, the preset, the saved config on
+    --resume, or else "classify" decides."""
+    task = given.get("task", "auto")
+    data = given.get("data")
+    if task == "auto" and data and is_scene_folder(Path(data)):
+        task = "detect"
+    if task == "auto":
+        return given
+    given = {**given, "task": task}
+    if task == "detect" and not given.get("preset") and not given.get("resume"):
+        given["preset"] = DETECT_PRESET
+    return given
+
+
+def is_scene_folder(path: Path) -> bool:
+    from signlab.detection.scenes import is_gtsdb_layout
+
+    return is_gtsdb_layout(path)
+
+
+def check_task(cfg: TrainConfig, where: str) -> None:
+    """The model must do the run's task; a detection run needs the classifier that will name its signs."""
+    from signlab.models import list_models, model_task
+
+    task = "classify" if cfg.task == "auto" else cfg.task
+    if model_task(cfg.model) != task:
+        raise UserError(f"--model {cfg.model}: a {model_task(cfg.model)} model, but this is a {task} run; choose "
+                        f"one of {', '.join(list_models(task))}{where}")
+    if task == "detect" and not cfg.data:
+        raise UserError("--data: a detection run trains on a GTSDB scene folder (scenes and gt.txt); pass "
+                        "--data GTSDB_DIR")
+    if task == "detect" and not cfg.classifier:
+        raise UserError("--classifier: a detection run needs a GTSRB classifier to name the signs it finds; train "
+                        "one first (signlab train --preset fast --out runs/classifier), then pass "
+                        "--classifier runs/classifier")

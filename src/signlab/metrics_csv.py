@@ -9,13 +9,14 @@ METRIC_FIELDS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accur
                  "images_per_second", "train_seconds", "epoch_seconds"]
 
 
-def append_metrics(path: Path, row: dict) -> None:
+def append_metrics(path: Path, row: dict, fields: list[str] = METRIC_FIELDS) -> None:
+    """Append one row; `fields` are the columns (a detection run has its own, signlab.detection.train)."""
     new = not path.exists()
     with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
+        writer = csv.DictWriter(f, fieldnames=fields)
         if new:
             writer.writeheader()
-        writer.writerow({k: ("" if row[k] is None else row[k]) for k in METRIC_FIELDS})
+        writer.writerow({k: ("" if row[k] is None else row[k]) for k in fields})
 
 
 def truncate_metrics(path: Path, completed_epochs: int) -> None:
@@ -23,9 +24,11 @@ def truncate_metrics(path: Path, completed_epochs: int) -> None:
     if not path.exists():
         return
     with open(path, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= completed_epochs]
+        reader = csv.DictReader(f)
+        rows = [r for r in reader if int(r["epoch"]) <= completed_epochs]
+        fields = list(reader.fieldnames or METRIC_FIELDS)  # the file's own columns
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
+        writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
 

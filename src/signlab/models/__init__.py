@@ -23,17 +23,26 @@ def train_defaults(name: str) -> dict:
     return dict(getattr(_REGISTRY.get(name), "train_defaults", {}))
 
 
-def list_models() -> list[str]:
-    return sorted(_REGISTRY)
+def model_task(name: str) -> str:
+    """What a registered model does: "classify" (a sign crop -> class logits) or "detect" (a scene -> maps)."""
+    return getattr(_REGISTRY.get(name), "task", "classify")
 
 
-def create_model(name: str, num_classes: int = 43, image_size: int = 32, init: str = "default",
+def list_models(task: str | None = None) -> list[str]:
+    """Registered model names; with task ("classify" or "detect"), only the models of that task."""
+    return sorted(n for n in _REGISTRY if task is None or model_task(n) == task)
+
+
+def create_model(name: str, num_classes: int | None = None, image_size: int = 32, init: str = "default",
                  **options) -> nn.Module:
-    """Build a registered model; `init="normal"` draws every weight from N(0, 0.1) as in the lecture."""
+    """Build a registered model; `init="normal"` draws every weight from N(0, 0.1) as in the lecture.
+    num_classes None: the factory's default (43 GTSRB classes; a detector's sign categories)."""
     if name not in _REGISTRY:
         raise UserError(f"--model {name}: unknown model; choose one of {', '.join(list_models())}")
+    if num_classes is not None:
+        options["num_classes"] = num_classes
     try:
-        model = _REGISTRY[name](num_classes=num_classes, image_size=image_size, **options)
+        model = _REGISTRY[name](image_size=image_size, **options)
     except (TypeError, ValueError) as e:
         raise UserError(f"--model {name}: bad model option ({e}); check the preset's model_options") from None
     if init == "normal":
@@ -86,4 +95,4 @@ def count_macs(model: nn.Module, image_size: int = 32, in_channels: int = 3) -> 
 
 
 # Import the families so that their @register_model decorators run.
-from signlab.models import lenet, mlp, signnet, stn  # noqa: E402, F401
+from signlab.models import detector, lenet, mlp, signnet, stn  # noqa: E402, F401

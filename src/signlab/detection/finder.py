@@ -1,0 +1,166 @@
+"""The learned first stage: targets and loss for training SignFinderNet, decoding its maps into boxes, and
+`SignFinder`, which proposes sign candidates in a whole scene (`load_finder(run_dir)`).
+
+Box convention (boxes.py): inclusive pixel corners. In continuous coordinates pixel i spans [i, i + 1), so a
+box covers [x1, x2 + 1): its centre is (x1 + x2 + 1) / 2 and its width x2 - x1 + 1. Maps have one cell per
+STRIDE x STRIDE pixels; a sign is encoded at the cell holding its centre: a Gaussian peak on its category's
+heatmap, log(size / STRIDE) and the centre's offset inside the cell.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from signlab.detection.boxes import CATEGORIES, nms
+from signlab.models.detector import STRIDE
+from signlab.runtime import autocast
+
+MEAN, STD = 0.5, 0.25  # fixed input standardisation: x / 255 -> (x - MEAN) / STD; no dataset statistics needed
+NMS_IOU = 0.4
+TOP_K = 100  # peaks decoded per scene, at most; GTSDB scenes hold up to six signs
+SIZE_WEIGHT, OFFSET_WEIGHT = 1.0, 1.0
+
+
+def to_input(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, H, W, 3) -> standardised float (B, 3, H, W), channels-last in memory."""
+    x = images.permute(0, 3, 1, 2).float().div_(255.0)
+    return x.sub_(MEAN).div_(STD).contiguous(memory_format=torch.channels_last)
+
+
+def gaussian_sigma(w_cells: float, h_cells: float) -> float:
+    """Peak width in cells: a sixth of the smaller side, at least half a cell, so that a centre one cell off
+    still overlaps the box well (IoU > 0.5) for the smallest signs as for the largest."""
+    return max(0.5, min(w_cells, h_cells) / 6.0)
+
+
+def encode_targets(boxes: list[np.ndarray], categories: list[np.ndarray], out_h: int, out_w: int
+                   ) -> dict[str, torch.Tensor]:
+    """Training targets for a batch. boxes[i] (n, 4) inclusive pixel corners in the network input's pixels,
+    categories[i] (n,) indices into CATEGORIES. Returns heat (B, C, h, w) in [0, 1] with 1 at each centre
+    cell; box (B, 4, h, w): log w, log h (cells) and the centre's offset from the cell, at the centre cell and
+    its 8 neighbours (the peak found may be one cell off; more cells also teach the size faster); mask
+    (B, h, w): the weight of each such cell, the heatmap's value there (1 at the centre)."""
+    b = len(boxes)
+    heat = np.zeros((b, len(CATEGORIES), out_h, out_w), np.float32)
+    box = np.zeros((b, 4, out_h, out_w), np.float32)
+    mask = np.zeros((b, out_h, out_w), np.float32)
+    ys, xs = np.arange(out_h, dtype=np.float32)[:, None], np.arange(out_w, dtype=np.float32)[None, :]
+    for i, (bx, cat) in enumerate(zip(boxes, categories, strict=True)):
+        for (x1, y1, x2, y2), c in zip(bx, cat, strict=True):
+            w, h = (x2 - x1 + 1) / STRIDE, (y2 - y1 + 1) / STRIDE  # cells
+            cx, cy = (x1 + x2 + 1) / (2 * STRIDE), (y1 + y2 + 1) / (2 * STRIDE)
+            ix, iy = int(math.floor(cx)), int(math.floor(cy))
+            if not (0 <= ix < out_w and 0 <= iy < out_h) or w <= 0 or h <= 0:
+                continue  # its centre was cropped away
+            s = gaussian_sigma(w, h)
+            g = np.exp(-((xs - ix) ** 2 + (ys - iy) ** 2) / (2 * s * s))  # (h, w), exactly 1 at (iy, ix)
+            np.maximum(heat[i, c], g, out=heat[i, c])
+            for jy in range(max(0, iy - 1), min(out_h, iy + 2)):
+                for jx in range(max(0, ix - 1), min(out_w, ix + 2)):
+                    if g[jy, jx] > mask[i, jy, jx]:  # the nearer sign's centre owns a shared cell
+                        box[i, :, jy, jx] = (math.log(w), math.log(h), cx - jx, cy - jy)
+                        mask[i, jy, jx] = g[jy, jx]
+    return {"heat": torch.from_numpy(heat), "box": torch.from_numpy(box), "mask": torch.from_numpy(mask)}
+
+
+def finder_loss(out: torch.Tensor, targets: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """CenterNet's penalty-reduced focal loss on the heatmaps plus L1 on size and offset at the centres, each
+    normalised by the number of signs. out (B, C + 4, h, w) logits. Returns (total, heat part, box part)."""
+    out = out.float()
+    c = targets["heat"].shape[1]
+    logits, pred_box = out[:, :c], out[:, c:]
+    heat, mask = targets["heat"], targets["mask"]
+    n = heat.eq(1.0).sum().clamp(min=1).float()  # signs
+    p = torch.sigmoid(logits)
+    pos = heat.eq(1.0).float()
+    # logsigmoid keeps log p and log(1 - p) finite where p saturates
+    pos_loss = -(F.logsigmoid(logits) * (1 - p) ** 2 * pos).sum()
+    neg_loss = -(F.logsigmoid(-logits) * p ** 2 * (1 - heat) ** 4 * (1 - pos)).sum()
+    heat_loss = (pos_loss + neg_loss) / n
+    l1 = (pred_box - targets["box"]).abs() * mask[:, None]  # (B, 4, h, w)
+    box_loss = (SIZE_WEIGHT * l1[:, :2].sum() + OFFSET_WEIGHT * l1[:, 2:].sum()) / mask.sum().clamp(min=1.0)
+    return heat_loss + box_loss, heat_loss.detach(), box_loss.detach()
+
+
+def decode(out: torch.Tensor, threshold: float, size: tuple[int, int] | None = None, top_k: int = TOP_K,
+           nms_iou: float = NMS_IOU) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One image's maps (C + 4, h, w) -> boxes (N, 4) inclusive pixel corners, scores (N,), categories (N,):
+    the 3x3 local maxima of the heatmaps, the top_k best, those >= threshold, clipped to size (H, W) if given,
+    then NMS over all categories (one sign belongs to one category: two boxes on one sign would be two
+    candidates for the classifier)."""
+    out = out.float()
+    c = out.shape[0] - 4
+    heat = torch.sigmoid(out[:c])  # (C, h, w)
+    peaks = heat * (F.max_pool2d(heat[None], 3, stride=1, padding=1)[0] == heat)
+    scores, idx = peaks.flatten().topk(min(top_k, peaks.numel()))
+    keep = scores >= threshold
+    scores, idx = scores[keep], idx[keep]
+    h, w = heat.shape[1:]
+    cats, cell = idx // (h * w), idx % (h * w)
+    iy, ix = cell // w, cell % w
+    box = out[c:, iy, ix]  # (4, N)
+    bw, bh = box[0].exp() * STRIDE, box[1].exp() * STRIDE
+    cx, cy = (ix + box[2]) * STRIDE, (iy + box[3]) * STRIDE
+    boxes = torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2 - 1, cy + bh / 2 - 1], dim=1)  # (N, 4)
+    if size is not None:
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, size[1] - 1)
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, size[0] - 1)
+    order = nms(boxes, scores, nms_iou)
+    return boxes[order], scores[order], cats[order]
+
+
+@dataclass
+class SignFinder:
+    """A trained finder: `propose(scene, threshold)` gives sign candidates of a whole scene."""
+
+    model: nn.Module
+    device: torch.device
+    bf16: str = "off"
+
+    @torch.no_grad()
+    def maps(self, scene: np.ndarray) -> torch.Tensor:
+        """(H, W, 3) uint8 -> the network's maps (C + 4, ceil(H/16)*4, ceil(W/16)*4) on the CPU; the scene is
+        zero-padded (after standardisation: mid-grey is 0) to a multiple of 16, which the stages divide."""
+        h, w = scene.shape[:2]
+        x = to_input(torch.from_numpy(np.array(scene))[None])  # (1, 3, H, W); a copy: scenes may be read-only
+        x = F.pad(x, (0, -w % 16, 0, -h % 16)).to(self.device)
+        with autocast(self.device, self.bf16):
+            out = self.model(x)
+        return out[0].float().cpu()
+
+    def propose(self, scene: np.ndarray, threshold: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """scene (H, W, 3) uint8 RGB -> boxes (N, 4) float inclusive pixel corners, clipped to the scene,
+        scores (N,) in [0, 1], categories (N,) long indices into CATEGORIES; after NMS, best first."""
+        if scene.ndim != 3 or scene.shape[2] != 3 or scene.dtype != np.uint8:
+            raise ValueError(f"scene must be (H, W, 3) uint8 RGB, got {scene.shape} {scene.dtype}")
+        boxes, scores, cats = decode(self.maps(scene), threshold, size=scene.shape[:2])
+        return boxes, scores, cats.long()
+
+
+def load_finder(run_dir: Path, device: torch.device) -> SignFinder:
+    """The finder of a detection run folder (best.safetensors, else last) or of one of its weights files."""
+    from signlab.checkpoint import load_weights
+    from signlab.config import TrainConfig
+    from signlab.errors import UserError
+    from signlab.models import create_model
+
+    tensors, info, path = load_weights(run_dir)
+    if info.get("task") != "detect":
+        raise UserError(f"{path}: not a detection run's weights (a classifier?); train a finder with "
+                        f"signlab train --task detect --data GTSDB_DIR --classifier RUN")
+    cfg = TrainConfig.from_dict(TrainConfig.with_legacy_defaults(info["config"]))
+    model = create_model(cfg.model, num_classes=len(CATEGORIES), image_size=cfg.image_size, **cfg.model_options)
+    prefix = "ema." if any(k.startswith("ema.") for k in tensors) else "model."
+    try:
+        model.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+    except RuntimeError as e:
+        raise UserError(f"{path}: weights do not fit model {cfg.model} ({str(e).splitlines()[0]})") from None
+    model.to(device, memory_format=torch.channels_last).eval()
+    return SignFinder(model, device, cfg.bf16)
