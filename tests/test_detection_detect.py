@@ -216,3 +216,24 @@ def test_a_real_detection_run_with_its_own_finder(tmp_path, capsys):
     assert all((r["width"], r["height"]) == (256, 160) for r in results)
     api = signlab.load(run, device="cpu").detect(scenes / "00000.jpg", threshold=0.0)
     assert [d.to_json() for d in api] == results[0]["detections"]
+
+
+def test_another_finder_in_front_of_the_runs_classifier(run, tmp_path):
+    """load_detector(finder=...) puts another first stage before the run's classifier: here the colour and
+    shape proposals (no weights), which find the drawn signs of signlab's synthetic scenes."""
+    from signlab.detection.boxes import box_iou
+    from signlab.detection.proposals import ColourShapeFinder
+    from signlab.detection.scenes import load_scene, read_gtsdb
+
+    detector = load_detector(run, "cpu", finder=ColourShapeFinder())
+    root = write_synthetic_scenes(tmp_path / "scenes", 3, seed=2, size=(360, 240), signs=(2, 3), sign_px=(24, 48))
+    scenes, _ = read_gtsdb(root)
+    matched = total = 0
+    for scene in scenes:
+        found = detector.detect(load_scene(scene.path), threshold=0.3)
+        truth = torch.tensor([[b.x1, b.y1, b.x2, b.y2] for b in scene.boxes])
+        if found:
+            boxes = torch.tensor([[d.x1, d.y1, d.x2, d.y2] for d in found])
+            matched += int((box_iou(truth, boxes).amax(dim=1) >= 0.5).sum())
+        total += len(truth)
+    assert total == 8 and matched >= 6
