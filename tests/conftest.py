@@ -129,7 +129,7 @@ def gtsrb_train(tmp_path) -> Path:
 # ---------------------------------------------------------------- detection: a run folder without training
 
 
-def write_tiny_classifier(path: Path, favourite: int = 14, seed: int = 0) -> Path:
+def write_tiny_classifier(path: Path, favourite: int = 14, seed: int = 0, num_classes: int = 43) -> Path:
     """An untrained GTSRB classifier (signnet, widths 8 and 16) whose head leans to `favourite`: confident
     enough that detections pass a 0.5 threshold, and still a function of the crop. Saved as training saves."""
     import torch
@@ -140,14 +140,14 @@ def write_tiny_classifier(path: Path, favourite: int = 14, seed: int = 0) -> Pat
     from signlab.models import create_model
     from signlab.preprocess import Preprocessing
 
-    cfg = TrainConfig(model="signnet", model_options={"widths": [8, 16], "depth": 1})
+    cfg = TrainConfig(task="classify", model="signnet", model_options={"widths": [8, 16], "depth": 1})
     torch.manual_seed(seed)
-    model = create_model(cfg.model, num_classes=43, image_size=32, **cfg.model_options).eval()
+    model = create_model(cfg.model, num_classes=num_classes, image_size=32, **cfg.model_options).eval()
     with torch.no_grad():
         model.head.bias.zero_()
         model.head.bias[favourite] = 8.0
     info = {"config": cfg.to_dict(), "preprocessing": Preprocessing().to_dict(),
-            "class_names": list(GTSRB_CLASS_NAMES)}
+            "class_names": list(GTSRB_CLASS_NAMES) if num_classes == 43 else [str(i) for i in range(num_classes)]}
     save_weights(path, {f"model.{k}": v for k, v in model.state_dict().items()}, info)
     return path
 

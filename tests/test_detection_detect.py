@@ -175,6 +175,9 @@ def test_a_detection_run_needs_a_gtsrb_classifier(tmp_path, stand_in):
     (run / "classifier.safetensors").unlink()
     with pytest.raises(UserError, match="no classifier.safetensors"):
         load_detector(run, "cpu")
+    write_tiny_classifier(run / "classifier.safetensors", favourite=1, num_classes=3)
+    with pytest.raises(UserError, match="knows 3 classes, not GTSRB's 43"):
+        load_detector(run, "cpu")
 
 
 def test_api_load_gives_a_detector_that_agrees_with_the_cli(run, stand_in, scenes, capsys):
@@ -196,7 +199,6 @@ def test_api_load_gives_a_detector_that_agrees_with_the_cli(run, stand_in, scene
 def test_a_real_detection_run_with_its_own_finder(tmp_path, capsys):
     """The real pieces together: a detection run folder as training writes it (an untrained finder here), read
     by load_finder, in front of the classifier; the CLI and the API agree on it."""
-    pytest.importorskip("signlab.detection.finder")  # the first stage, from branch det-detector
     from signlab.checkpoint import save_weights
     from signlab.config import TrainConfig
     from signlab.models import create_model

@@ -78,7 +78,7 @@ class SignDetector:
     own pixels, highest score first."""
 
     def __init__(self, finder: SignFinder, classifier: LoadedModel, device: torch.device, tta: bool = False) -> None:
-        if list(classifier.class_names) != list(GTSRB_CLASS_NAMES):
+        if len(classifier.class_names) != len(GTSRB_CLASS_NAMES):  # its outputs are GTSRB's class ids, in order
             raise UserError(f"{classifier.path}: the classifier knows {len(classifier.class_names)} classes, not "
                             f"GTSRB's 43; detection names signs with a classifier trained on GTSRB's layout")
         self.finder, self.classifier, self.device, self.tta = finder, classifier, device, tta
