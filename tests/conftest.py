@@ -124,3 +124,84 @@ def make_folders(root: Path, names=("cat", "dog"), per_class: int = 6, seed: int
 @pytest.fixture
 def gtsrb_train(tmp_path) -> Path:
     return make_gtsrb_train(tmp_path / "gtsrb")
+
+
+# ---------------------------------------------------------------- detection: a run folder without training
+
+
+def write_tiny_classifier(path: Path, favourite: int = 14, seed: int = 0, num_classes: int = 43) -> Path:
+    """An untrained GTSRB classifier (signnet, widths 8 and 16) whose head leans to `favourite`: confident
+    enough that detections pass a 0.5 threshold, and still a function of the crop. Saved as training saves."""
+    import torch
+
+    from signlab.checkpoint import save_weights
+    from signlab.classes import GTSRB_CLASS_NAMES
+    from signlab.config import TrainConfig
+    from signlab.models import create_model
+    from signlab.preprocess import Preprocessing
+
+    cfg = TrainConfig(task="classify", model="signnet", model_options={"widths": [8, 16], "depth": 1})
+    torch.manual_seed(seed)
+    model = create_model(cfg.model, num_classes=num_classes, image_size=32, **cfg.model_options).eval()
+    with torch.no_grad():
+        model.head.bias.zero_()
+        model.head.bias[favourite] = 8.0
+    info = {"config": cfg.to_dict(), "preprocessing": Preprocessing().to_dict(),
+            "class_names": list(GTSRB_CLASS_NAMES) if num_classes == 43 else [str(i) for i in range(num_classes)]}
+    save_weights(path, {f"model.{k}": v for k, v in model.state_dict().items()}, info)
+    return path
+
+
+def make_detection_run(root: Path, favourite: int = 14) -> Path:
+    """A detection run folder as `signlab train --task detect` leaves it, less the finder's weights: tests
+    put a stand-in finder in front (signlab.detection.detect.load_run_finder)."""
+    import json
+
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "config.json").write_text(json.dumps({"task": "detect"}))
+    write_tiny_classifier(root / "classifier.safetensors", favourite)
+    return root
+
+
+class BoxFinder:
+    """A stand-in first stage: the same boxes and scores for every scene (those >= threshold, best first)."""
+
+    def __init__(self, boxes, scores) -> None:
+        import torch
+
+        self.boxes = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+        self.scores = torch.tensor(scores, dtype=torch.float32)
+        self.calls = 0
+
+    def propose(self, scene, threshold):
+        import torch
+
+        self.calls += 1
+        order = torch.argsort(self.scores, descending=True)
+        order = order[self.scores[order] >= threshold]
+        return self.boxes[order], self.scores[order], torch.zeros(len(order), dtype=torch.long)
+
+
+class RedFinder:
+    """A stand-in first stage for one red sign: the box around the scene's strongly red pixels, score 0.9."""
+
+    def propose(self, scene, threshold):
+        import torch
+
+        r, g, b = (scene[..., i].astype(np.int16) for i in range(3))
+        ys, xs = np.nonzero((r > 150) & (g < 90) & (b < 90))
+        if len(xs) < 4 or threshold > 0.9:
+            return torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long)
+        box = torch.tensor([[xs.min(), ys.min(), xs.max(), ys.max()]], dtype=torch.float32)
+        return box, torch.tensor([0.9]), torch.zeros(1, dtype=torch.long)
+
+
+def draw_sign_scene(width: int, height: int, centre: tuple[int, int], radius: int, seed: int = 0) -> np.ndarray:
+    """A grey noisy (H, W, 3) uint8 scene with a red-ringed white disc (a prohibitory-like sign)."""
+    rng = np.random.default_rng(seed)
+    scene = rng.integers(80, 120, size=(height, width, 3)).astype(np.uint8)
+    yy, xx = np.mgrid[:height, :width]
+    d2 = (xx - centre[0]) ** 2 + (yy - centre[1]) ** 2
+    scene[d2 <= radius ** 2] = (220, 30, 30)
+    scene[d2 <= (0.7 * radius) ** 2] = (245, 245, 245)
+    return scene

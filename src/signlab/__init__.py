@@ -10,7 +10,7 @@ torch:
 
 __version__ = "0.1.0"
 
-_API = ("load", "train", "evaluate", "Classifier", "Prediction", "ClassScore")
+_API = ("load", "train", "evaluate", "Classifier", "Detector", "Prediction", "ClassScore")
 __all__ = ["__version__", *_API]
 
 

@@ -7,9 +7,14 @@ options the CLI takes (the CLI calls these functions).
     for p in model.predict(["stop.jpg", "sign.png"]):
         print(p.name, p.probability)
 
-`signlab.load` returns what its run was trained for. Today that is a `Classifier` of cropped signs
-(`predict`); a detector of signs in whole road scenes will come from the same call with `detect(scenes)`,
-and both share `task`, `class_names`, `preprocessing` and `path`.
+`signlab.load` returns what its run was trained for: a `Classifier` of cropped signs (`predict`), or for a
+detection run (`signlab train --task detect`) a `Detector` of signs in whole road scenes:
+
+    detector = signlab.load("runs/gtsdb")
+    for d in detector.detect("scene.jpg"):
+        print(d.class_id, d.category, d.score, (d.x1, d.y1, d.x2, d.y2))
+
+Both share `task`, `class_names`, `preprocessing` and `path`.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from signlab.detection.boxes import Detection
+from signlab.detection.detect import DEFAULT_THRESHOLD, is_detection_run, load_detector
 from signlab.errors import UserError
 from signlab.layouts import entries_for_paths
 from signlab.predict import LoadedModel, load_model, predict_images
@@ -137,6 +144,66 @@ class Classifier:
         return predict_images(self._loaded, decoded, self.device, self.batch_size, tta)
 
 
+class Detector:
+    """A trained detector of signs in whole road scenes: its finder, and the classifier that names the signs.
+
+    `detect` returns `signlab.detection.boxes.Detection`s: boxes (x1, y1, x2, y2) in the scene's pixels with
+    inclusive corners, GTSRB class id, score = the finder's probability that a sign is there times the
+    classifier's probability of its class (signlab.detection.detect)."""
+
+    task = "detect"
+
+    def __init__(self, detector, run: Path) -> None:
+        self._detector, self._run = detector, run
+
+    @property
+    def class_names(self) -> list[str]:
+        return self._detector.classifier.class_names
+
+    @property
+    def preprocessing(self):
+        """The classifier's preprocessing of the sign crops."""
+        return self._detector.preprocessing
+
+    @property
+    def path(self) -> Path:
+        return self._run
+
+    @property
+    def device(self) -> torch.device:
+        return self._detector.device
+
+    def __repr__(self) -> str:
+        return f"Detector({len(self.class_names)} classes, from {self.path})"
+
+    def detect(self, scenes: ImageInput | Sequence[ImageInput], threshold: float | None = None
+               ) -> list[Detection] | list[list[Detection]]:
+        """The signs of one scene (a path, a PIL image or an (H, W, 3) uint8 array), best first; for a list of
+        scenes (or an (N, H, W, 3) array), one such list per scene. threshold: lowest score kept (default 0.5,
+        as `signlab detect`; 0.01 for evaluation)."""
+        threshold = DEFAULT_THRESHOLD if threshold is None else threshold
+        single = isinstance(scenes, (str, Path, Image.Image)) or (isinstance(scenes, np.ndarray) and scenes.ndim != 4)
+        found = [self._detector.detect(_scene_array(s), threshold) for s in _as_list(scenes)]
+        return found[0] if single else found
+
+
+def _scene_array(item) -> np.ndarray:
+    """A scene as (H, W, 3) uint8 RGB: files through signlab.detection.scenes.load_scene (UserError when
+    unreadable), images in memory converted as the classifier converts them."""
+    from signlab.data import to_rgb_array
+
+    if isinstance(item, (str, Path)):
+        from signlab.detection.scenes import load_scene
+
+        return load_scene(item)
+    if isinstance(item, np.ndarray) and item.ndim == 3 and item.shape[2] == 3 and item.dtype == np.uint8:
+        return item
+    if isinstance(item, (Image.Image, np.ndarray)):
+        image = _checked_array(item)
+        return to_rgb_array(image if isinstance(image, Image.Image) else Image.fromarray(image))
+    raise TypeError(f"a scene is a path, a PIL image or an (H, W, 3) uint8 array, not {type(item)}")
+
+
 def _as_list(images) -> list:
     if isinstance(images, (str, Path, Image.Image)):
         return [images]
@@ -158,11 +225,17 @@ def _checked_array(image):
     return image
 
 
-def load(target: str | Path, device: str = "auto", batch_size: int = 256, backend: str = "torch") -> Classifier:
-    """The model in a run folder or weights file, ready to use. device: auto, cpu or cuda. backend onnx, or a
-    .onnx file as target: the model written by `signlab export`, run by onnxruntime (same interface)."""
+def load(target: str | Path, device: str = "auto", batch_size: int = 256,
+         backend: str = "torch") -> Classifier | Detector:
+    """The model in a run folder or weights file, ready to use: a Classifier, or a Detector for a detection
+    run. device: auto, cpu or cuda. backend onnx, or a .onnx file as target: the classifier written by
+    `signlab export`, run by onnxruntime (same interface)."""
     if backend not in ("torch", "onnx"):
         raise UserError(f"--backend {backend}: use torch or onnx")
+    if is_detection_run(target):
+        if backend != "torch":
+            raise UserError(f"{target}: a detection run runs with backend torch only, for now")
+        return Detector(load_detector(target, device), Path(target))
     if backend == "onnx" or Path(target).suffix.lower() == ".onnx":
         from signlab.onnx_backend import load_onnx
 

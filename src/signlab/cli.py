@@ -1,4 +1,4 @@
-"""The `signlab` command: train, evaluate, predict, export, serve, info, download, synth, lab."""
+"""The `signlab` command: train, evaluate, predict, detect, export, serve, info, download, synth, lab."""
 
 from __future__ import annotations
 
@@ -89,6 +89,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="test-time augmentation (default: as the model was trained to be used)")
     add_options(p, INFERENCE_OPTIONS)
+
+    from signlab.detection.detect import DEFAULT_THRESHOLD
+
+    dt = sub.add_parser("detect", help="find and name the signs in whole road scenes: images, folders, videos")
+    dt.add_argument("target", metavar="RUN_DIR", help="a detection run (signlab train --task detect)")
+    dt.add_argument("paths", nargs="+", metavar="IMAGE_OR_FOLDER",
+                    help="scenes, folders of scenes (every image, sorted), or videos (.mp4, .avi, .mkv, .mov, .webm)")
+    dt.add_argument("--json", action="store_true", help="print one JSON array, one object per scene (README: Detect)")
+    dt.add_argument("--out", metavar="DIR", help="write each scene with its boxes and sign names drawn "
+                    "(NAME.annotated.jpg), and for a video NAME.annotated.mp4 and NAME.detections.csv")
+    dt.add_argument("--threshold", type=argparse_type(Option("--threshold", "", between(0, 1)), float),
+                    default=DEFAULT_THRESHOLD, help=f"lowest score kept (default {DEFAULT_THRESHOLD}; 0.01 for the "
+                    "whole precision-recall range)")
+    dt.add_argument("--device", default="auto", type=argparse_type(Option("--device", "", one_of(*DEVICES)), str),
+                    help="auto, cpu or cuda")
 
     x = sub.add_parser("export", help="export a trained model to ONNX (and int8), with a model card beside it")
     x.add_argument("target", metavar="RUN_DIR_OR_WEIGHTS")
@@ -211,6 +226,60 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if all("error" in r for r in results) else 0
 
 
+def cmd_detect(args: argparse.Namespace) -> int:
+    """One result per scene in the order given; unreadable scenes are one stderr line each, then exit 2."""
+    from pathlib import Path
+
+    from signlab.detection.detect import detect_scene_file, expand_inputs, load_detector, output_stem
+    from signlab.detection.video import detect_video, is_video
+
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"--out {out}: cannot create this folder ({e.strerror or e})") from None
+    detector = load_detector(args.target, args.device)
+    files, problems = expand_inputs(args.paths)
+    for line in problems:
+        print(f"signlab detect: error: {line}", file=sys.stderr)
+    results, failed, used = [], bool(problems), set()
+    for path in files:
+        try:
+            if is_video(path):
+                if out is None:
+                    raise UserError(f"{path}: a video needs --out DIR for its annotated copy and CSV")
+                result = detect_video(detector, path, output_stem(out, path, used), args.threshold,
+                                      warn=lambda line: print(f"signlab detect: {line}", file=sys.stderr))
+            else:
+                stem = output_stem(out, path, used) if out is not None else None
+                result = detect_scene_file(detector, path, args.threshold, stem)
+        except UserError as e:
+            print(f"signlab detect: error: {e}", file=sys.stderr)
+            failed = True
+            continue
+        results.append(result)
+        if not args.json:
+            print(describe_detections(result))
+    if args.json:
+        print(json.dumps(results))
+    return 2 if failed else 0
+
+
+def describe_detections(result: dict) -> str:
+    """One line for a person: the signs found, best first (a video: its tracks and the files written)."""
+    if "tracks" in result:
+        names = ", ".join(f"#{t['track_id']} {t['name']}" for t in result["tracks"]) or "no signs"
+        n = len(result["tracks"])
+        return (f"{result['path']}: {result['frames']} frames, {n} track{'' if n == 1 else 's'} ({names}); "
+                f"wrote {result['video']} and {result['csv']}")
+    found = result["detections"]
+    if not found:
+        return f"{result['path']}: no signs"
+    signs = "; ".join(f"{d['name']} {d['score']:.2f} at ({', '.join(f'{v:g}' for v in d['box'])})" for d in found)
+    return f"{result['path']}: {len(found)} sign{'s' if len(found) > 1 else ''}: {signs}"
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from signlab.data import load_images
 
@@ -311,8 +380,8 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # a bad flag (one line already printed), or --help
         return e.code if isinstance(e.code, int) else 2
-    handler = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "info": cmd_info,
-               "lab": cmd_lab, "download": cmd_download, "synth": cmd_synth, "export": cmd_export,
+    handler = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "detect": cmd_detect,
+               "info": cmd_info, "lab": cmd_lab, "download": cmd_download, "synth": cmd_synth, "export": cmd_export,
                "serve": cmd_serve}[args.command]
     try:
         return handler(args)
