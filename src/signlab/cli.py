@@ -192,8 +192,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from signlab.api import evaluate
+    from signlab.detection.detect import is_detection_run
     from signlab.evaluation import format_summary
 
+    if is_detection_run(args.target):
+        from signlab.detection.evaluate import evaluate_detector, format_detection_summary
+
+        if args.tta or (args.backend or "torch") != "torch":
+            raise UserError(f"{args.target}: a detection run is evaluated with the torch backend and no TTA")
+        summary = evaluate_detector(args.target, args.data, args.report, args.device or "auto")
+        print(json.dumps(summary) if args.json else format_detection_summary(summary))
+        return 0
     summary = evaluate(args.target, args.data, report=args.report, device=args.device or "auto", tta=args.tta,
                        batch_size=args.batch_size or 256, backend=args.backend or "torch")
     print(json.dumps(summary) if args.json else format_summary(summary))

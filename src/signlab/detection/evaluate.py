@@ -1,0 +1,93 @@
+"""`signlab evaluate` for a detection run: every scene detected at a low threshold, then the benchmark's
+figures (signlab.detection.metrics) and, with --report, the report folder (signlab.detection.report).
+
+Scenes are detected at EVALUATION_THRESHOLD so that AP sees the whole precision-recall range; recall by size
+and false positives per scene are counted at the detector's default threshold, the one a person sees.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from signlab.detection.boxes import RANKED_CATEGORIES
+from signlab.detection.detect import DEFAULT_THRESHOLD, load_detector
+from signlab.errors import UserError
+
+EVALUATION_THRESHOLD = 0.01
+
+
+def evaluation_scenes(run: Path, data: str | Path | None) -> tuple[list, str]:
+    """--data's scenes, or the run's own validation scenes: the blocks its training held out."""
+    from signlab.detection.scenes import read_gtsdb, split_scenes
+
+    if data is not None:
+        scenes, skipped = read_gtsdb(data)
+        source = str(data)
+    else:
+        cfg = json.loads((run / "config.json").read_text())
+        if cfg.get("val_data"):
+            scenes, skipped = read_gtsdb(cfg["val_data"])
+            source = cfg["val_data"]
+        else:
+            every, skipped = read_gtsdb(cfg["data"])
+            scenes = split_scenes(every, cfg["val_fraction"], cfg["split_seed"])[1]
+            source = f"validation blocks of {cfg['data']}"
+    for name, why in skipped:
+        print(f"skipped {name}: {why}", file=sys.stderr)
+    if not scenes:
+        raise UserError(f"{run}: no scenes to evaluate on (--val-fraction 0?); pass --data GTSDB_DIR")
+    return scenes, source
+
+
+def evaluate_detector(target: str | Path, data: str | Path | None = None, report: str | Path | None = None,
+                      device: str = "auto") -> dict:
+    """Detect every scene, score the detections; returns the JSON-ready summary `signlab evaluate` prints."""
+    from signlab.detection.metrics import evaluate_detections
+    from signlab.detection.scenes import load_scene
+
+    detector = load_detector(target, device)
+    scenes, source = evaluation_scenes(Path(target), data)
+    kept, detections, unreadable = [], [], []
+    start = time.perf_counter()
+    for scene in scenes:
+        try:
+            image = load_scene(scene.path)
+        except UserError as e:
+            unreadable.append(str(e))
+            print(e, file=sys.stderr)
+            continue
+        kept.append(scene)
+        detections.append(detector.detect(image, EVALUATION_THRESHOLD))
+    seconds = time.perf_counter() - start
+    if not kept:
+        raise UserError(f"{source}: none of its scenes could be read")
+    metrics = evaluate_detections(kept, detections, score_threshold=DEFAULT_THRESHOLD)
+    summary = {"task": "detect", "target": str(target), "data": source, "seconds": seconds,
+               "scenes_per_second": len(kept) / seconds, "unreadable": unreadable,
+               **{k: v for k, v in metrics.items() if k != "pr_curves"}}
+    if report is not None:
+        from signlab.detection.report import write_detection_report
+
+        write_detection_report(Path(report), kept, detections, metrics)
+        summary["report"] = str(report)
+    return summary
+
+
+def format_detection_summary(s: dict) -> str:
+    def pct(v: float | None) -> str:
+        return "n/a" if v is None else f"{100 * v:.2f}"
+
+    per_category = ", ".join(f"{c} {pct(s['ap50'][c])}" for c in RANKED_CATEGORIES)
+    by_size = ", ".join(f"{k.replace('_', ' ')} {pct(v['recall'])} % of {v['signs']}"
+                        for k, v in s["recall_by_size"].items())
+    lines = [f"{s['scenes']} scenes, {s['signs']} signs ({s['data']}); {s['scenes_per_second']:.2f} scenes/s",
+             f"mAP@0.5 over the three ranked categories: {pct(s['map50_categories'])} % ({per_category})",
+             f"mAP@0.5 over the classes (find and name): {pct(s['map50_classes'])} %; "
+             f"AP@[.5:.95]: {pct(s['ap50_95'])} %",
+             f"at score >= {s['score_threshold']}: recall {by_size}; {s['fp_per_scene']:.2f} false positives per scene"]
+    if s.get("report"):
+        lines.append(f"report: {s['report']}")
+    return "\n".join(lines)

@@ -1,0 +1,90 @@
+"""`signlab evaluate` on a detection run: scenes detected, scored by signlab.detection.metrics, reported. The
+finder is a stand-in that knows the truth (or finds nothing), so the figures are known exactly."""
+
+import json
+
+import pytest
+import torch
+from conftest import make_detection_run
+
+from signlab.cli import main
+from signlab.detection import detect as detect_module
+from signlab.detection.scenes import read_gtsdb
+from signlab.detection.synthetic import write_synthetic_scenes
+
+CLASS = 1  # Speed limit (30km/h): prohibitory, one of the ranked categories
+
+
+class TruthFinder:
+    """Proposes each scene's ground-truth boxes at score 0.9, scenes taken in order; or nothing at all."""
+
+    def __init__(self, scenes, blind: bool = False) -> None:
+        self.boxes = [[(b.x1, b.y1, b.x2, b.y2) for b in s.boxes] for s in scenes]
+        self.blind, self.calls = blind, 0
+
+    def propose(self, scene, threshold):
+        boxes = [] if self.blind else self.boxes[self.calls]
+        self.calls += 1
+        return (torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), torch.full((len(boxes),), 0.9),
+                torch.zeros(len(boxes), dtype=torch.long))
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    return write_synthetic_scenes(tmp_path_factory.mktemp("eval") / "scenes", 4, seed=3, size=(320, 200),
+                                  signs=(1, 3), sign_px=(20, 48), classes=[CLASS])
+
+
+@pytest.fixture
+def run(tmp_path):
+    return make_detection_run(tmp_path / "run", favourite=CLASS)
+
+
+def evaluate_json(run, scenes, monkeypatch, capsys, blind=False, extra=()):
+    finder = TruthFinder(read_gtsdb(scenes)[0], blind)
+    monkeypatch.setattr(detect_module, "load_run_finder", lambda run, device: finder)
+    assert main(["evaluate", str(run), "--data", str(scenes), "--json", *extra]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_a_detector_that_finds_and_names_every_sign_scores_one(run, scenes, monkeypatch, capsys):
+    s = evaluate_json(run, scenes, monkeypatch, capsys)
+    signs = sum(len(x.boxes) for x in read_gtsdb(scenes)[0])
+    assert s["task"] == "detect" and s["scenes"] == 4 and s["signs"] == signs > 0
+    assert s["ap50"]["prohibitory"] == pytest.approx(1.0) and s["map50_categories"] == pytest.approx(1.0)
+    assert s["ap50"]["danger"] is None  # no danger signs in these scenes: not a zero
+    assert s["map50_classes"] == pytest.approx(1.0) and s["fp_per_scene"] == 0
+    assert all(v["recall"] in (None, 1.0) for v in s["recall_by_size"].values())
+    assert s["scenes_per_second"] > 0 and "pr_curves" not in s
+
+
+def test_a_blind_detector_scores_zero_and_the_text_says_so(run, scenes, monkeypatch, capsys):
+    s = evaluate_json(run, scenes, monkeypatch, capsys, blind=True)
+    assert s["map50_categories"] == 0 and s["map50_classes"] == 0
+    finder = TruthFinder(read_gtsdb(scenes)[0], blind=True)
+    monkeypatch.setattr(detect_module, "load_run_finder", lambda run, device: finder)
+    assert main(["evaluate", str(run), "--data", str(scenes)]) == 0
+    assert "mAP@0.5 over the three ranked categories: 0.00 %" in capsys.readouterr().out
+
+
+def test_the_report_folder_holds_the_figures(run, scenes, monkeypatch, capsys, tmp_path):
+    s = evaluate_json(run, scenes, monkeypatch, capsys, extra=["--report", str(tmp_path / "report")])
+    written = {p.name for p in (tmp_path / "report").iterdir()}
+    assert {"metrics.json", "pr_curves.png", "worst_scenes.png"} <= written
+    assert s["report"] == str(tmp_path / "report")
+
+
+def test_without_data_the_runs_own_validation_blocks_are_used(run, scenes, monkeypatch, capsys):
+    config = json.loads((run / "config.json").read_text())
+    config.update(data=str(scenes), val_data=None, val_fraction=0.5, split_seed=0)
+    (run / "config.json").write_text(json.dumps(config))
+    finder = TruthFinder(read_gtsdb(scenes)[0])
+    monkeypatch.setattr(detect_module, "load_run_finder", lambda run, device: finder)
+    assert main(["evaluate", str(run), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["data"].startswith("validation blocks of") and 1 <= s["scenes"] < 4
+
+
+def test_tta_or_onnx_for_a_detection_run_is_one_line(run, scenes, capsys):
+    assert main(["evaluate", str(run), "--data", str(scenes), "--tta"]) == 2
+    assert "detection run" in capsys.readouterr().err
