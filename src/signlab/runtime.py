@@ -83,3 +83,9 @@ def default_threads() -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
     return max(1, cores // max(1, local_world))
+
+
+def threads_text() -> str:
+    """'1 thread', '2 threads': how many CPU threads torch uses, for the run's first lines."""
+    n = torch.get_num_threads()
+    return f"{n} thread{'' if n == 1 else 's'}"

@@ -37,7 +37,7 @@ from signlab.errors import UserError
 from signlab.inference import predict_logits
 from signlab.models import count_macs, count_parameters, create_model
 from signlab.preprocess import Preprocessing
-from signlab.runtime import autocast, bf16_active, default_threads, pick_device
+from signlab.runtime import autocast, bf16_active, default_threads, pick_device, threads_text
 from signlab.train_state import TrainState, new_sums, open_run, restore_state, save_state, weights_finite
 
 STOP_EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -218,7 +218,7 @@ def setup(cfg: TrainConfig, run: Path, dist: Distributed, device: torch.device, 
                          **cfg.model_options)
     log(f"model {cfg.model}: {count_parameters(model):,} parameters, {count_macs(model, cfg.image_size):,} MACs "
         f"per image; device {device}, bf16 {'on' if bf16_active(device, cfg.bf16) else 'off'}, "
-        f"{torch.get_num_threads()} threads")
+        f"{threads_text()}")
     if cfg.sync_bn and dist.world > 1:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)

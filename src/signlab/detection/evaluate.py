@@ -43,12 +43,13 @@ def evaluation_scenes(run: Path, data: str | Path | None) -> tuple[list, str]:
 
 
 def evaluate_detector(target: str | Path, data: str | Path | None = None, report: str | Path | None = None,
-                      device: str = "auto") -> dict:
-    """Detect every scene, score the detections; returns the JSON-ready summary `signlab evaluate` prints."""
+                      device: str = "auto", finder=None) -> dict:
+    """Detect every scene, score the detections; returns the JSON-ready summary `signlab evaluate` prints.
+    finder: another first stage in front of the run's classifier (bench/finders.py compares them)."""
     from signlab.detection.metrics import evaluate_detections
     from signlab.detection.scenes import load_scene
 
-    detector = load_detector(target, device)
+    detector = load_detector(target, device, finder=finder)
     scenes, source = evaluation_scenes(Path(target), data)
     kept, detections, unreadable = [], [], []
     start = time.perf_counter()

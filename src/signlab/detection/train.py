@@ -33,7 +33,7 @@ from signlab.detection.finder import SignFinder, encode_targets, finder_loss, to
 from signlab.errors import UserError
 from signlab.models import count_macs, count_parameters, create_model, model_task
 from signlab.models.detector import STRIDE
-from signlab.runtime import autocast, bf16_active, default_threads, pick_device
+from signlab.runtime import autocast, bf16_active, default_threads, pick_device, threads_text
 from signlab.train_state import TrainState, new_sums, open_run, restore_state, save_state, weights_finite
 from signlab.trainer import (
     STOP_EXIT_CODES,
@@ -183,7 +183,7 @@ def train_detector(cfg: TrainConfig, log: Callable[[str], object] | None = None,
                          **cfg.model_options)
     log(f"model {cfg.model}: {count_parameters(model):,} parameters, {count_macs(model, cfg.image_size):,} MACs "
         f"per {cfg.image_size}x{cfg.image_size} crop; device {device}, bf16 "
-        f"{'on' if bf16_active(device, cfg.bf16) else 'off'}, {torch.get_num_threads()} threads")
+        f"{'on' if bf16_active(device, cfg.bf16) else 'off'}, {threads_text()}")
     model.to(device, memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg)
     state = restore_state(run, cfg, model, optimizer, log)
