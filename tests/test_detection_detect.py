@@ -239,3 +239,14 @@ def test_another_finder_in_front_of_the_runs_classifier(run, tmp_path):
             matched += int((box_iou(truth, boxes).amax(dim=1) >= 0.5).sum())
         total += len(truth)
     assert total == 8 and matched >= 6
+
+
+def test_predict_on_a_detection_run_is_one_line(tmp_path, capsys):
+    from signlab.checkpoint import save_weights
+
+    run = make_detection_run(tmp_path / "run")
+    save_weights(run / "best.safetensors", {"model.w": torch.zeros(1)}, {"task": "detect", "config": {}})
+    Image.new("RGB", (40, 40), "red").save(tmp_path / "sign.png")
+    assert main(["predict", str(run), str(tmp_path / "sign.png")]) == 2
+    err = capsys.readouterr().err
+    assert "detection run" in err and "signlab detect" in err and len(err.strip().splitlines()) == 1
