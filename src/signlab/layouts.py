@@ -49,17 +49,18 @@ def detect_layout(root: Path) -> tuple[str, Path]:
         for csv_path in (images / "GT-final_test.csv", images.parent / "GT-final_test.csv"):
             if images.is_dir() and csv_path.is_file():
                 return "gtsrb-test", images
-    if any(p.is_dir() and any(_image_files(p)) for p in root.iterdir()):
+    if any(p.is_dir() and any(image_files(p)) for p in root.iterdir()):
         return "folders", root
     raise UserError(f"{root}: no images found; expected GTSRB's Images/000NN/GT-000NN.csv, "
                     f"Images/ with GT-final_test.csv, or one sub-folder of images per class")
 
 
 def _first_image_name(folder: Path) -> str:
-    return next((p.name for p in _image_files(folder)), "")
+    return next((p.name for p in image_files(folder)), "")
 
 
-def _image_files(folder: Path):
+def image_files(folder: Path):
+    """The image files directly in a folder, sorted by name."""
     return (p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
@@ -115,14 +116,14 @@ def list_entries(root: Path) -> tuple[str, Path, list[Entry], list[tuple[str, st
         for e in entries:  # test images are not in tracks
             e.track = -1
     else:
-        class_dirs = sorted(p for p in base.iterdir() if p.is_dir() and any(_image_files(p)))
+        class_dirs = sorted(p for p in base.iterdir() if p.is_dir() and any(image_files(p)))
         numeric = all(p.name.isdigit() for p in class_dirs)
         if numeric and max(int(p.name) for p in class_dirs) < len(GTSRB_CLASS_NAMES):
             labels = [int(p.name) for p in class_dirs]  # GTSRB-style ids keep their meaning
         else:
             names, labels = [p.name for p in class_dirs], list(range(len(class_dirs)))
         for label, folder in zip(labels, class_dirs, strict=True):
-            for p in _image_files(folder):
+            for p in image_files(folder):
                 match = TRACK_NAME.match(p.name)
                 track = label * 1_000_000 + int(match.group(1)) if match else -1
                 entries.append(Entry(str(p), label, track))

@@ -26,16 +26,16 @@ import torch
 from PIL import Image
 
 from signlab.classes import GTSRB_CLASS_NAMES
-from signlab.data import EXPECTED_FORMATS, crop_resize
+from signlab.data import crop_resize
 from signlab.detection.boxes import Detection
 from signlab.errors import UserError
+from signlab.layouts import IMAGE_EXTENSIONS, image_files
 from signlab.predict import LoadedModel, load_model, predict_images
 from signlab.preprocess import Preprocessing
 from signlab.runtime import pick_device
 
 DEFAULT_THRESHOLD = 0.5  # lowest score `signlab detect` keeps unless told: what a person wants to look at
 CLASSIFIER_FILE = "classifier.safetensors"
-IMAGE_SUFFIXES = tuple(EXPECTED_FORMATS)  # what a folder given to `signlab detect` is searched for
 # GTSRB's whole images frame the sign with a border of 10 % of its size, at least 5 px (its description;
 # docs/roi.md measured 4-6 px). A classifier trained on whole images (--crop full) expects that context.
 FULL_BORDER_FRACTION, FULL_BORDER_MIN_PX = 0.10, 5.0
@@ -200,9 +200,9 @@ def expand_inputs(paths: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
     for given in paths:
         path = Path(given)
         if path.is_dir():
-            images = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            images = list(image_files(path))
             if not images:
-                problems.append(f"{path}: no images in this folder ({', '.join(IMAGE_SUFFIXES)})")
+                problems.append(f"{path}: no images in this folder ({', '.join(sorted(IMAGE_EXTENSIONS))})")
             files.extend(images)
         elif path.is_file():
             files.append(path)

@@ -24,7 +24,7 @@ LabelledBox = tuple[tuple[float, float, float, float], str, str]
 
 
 @lru_cache(maxsize=8)
-def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+def label_font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     try:
         return ImageFont.load_default(size=size)
     except (TypeError, OSError):  # Pillow without FreeType: its fixed bitmap font
@@ -37,17 +37,25 @@ def draw_boxes(scene: np.ndarray, boxes: Sequence[LabelledBox]) -> np.ndarray:
     pen = ImageDraw.Draw(image)
     height = scene.shape[0]
     line = max(1, round(height / 400))
-    font = _font(max(9, round(height / 60)))
+    font = label_font(max(9, round(height / 60)))
     for (x1, y1, x2, y2), text, category in boxes:
         colour = CATEGORY_COLOURS.get(category, CATEGORY_COLOURS["other"])
         pen.rectangle((x1 - line, y1 - line, x2 + line, y2 + line), outline=colour, width=line)
-        left, top, right, bottom = pen.textbbox((0, 0), text, font=font)
-        tag_w, tag_h = right - left + 4, bottom - top + 4
-        tag_y = y1 - line - tag_h if y1 - line - tag_h >= 0 else y2 + line + 1
-        tag_x = min(max(0.0, x1 - line), max(0.0, scene.shape[1] - tag_w))
-        pen.rectangle((tag_x, tag_y, tag_x + tag_w - 1, tag_y + tag_h - 1), fill=colour)
-        pen.text((tag_x + 2 - left, tag_y + 2 - top), text, fill=(255, 255, 255), font=font)
+        draw_tag(pen, image.size, x1 - line, y1 - line, y2 + line + 1, text, colour, font)
     return np.asarray(image)
+
+
+def draw_tag(pen: ImageDraw.ImageDraw, size: tuple[int, int], x: float, top: float, bottom: float, text: str,
+             colour, font, below: bool = False) -> None:
+    """White text on a filled tag of the box's colour: above `top` (or below `bottom` when `below`, or when
+    there is no room above), starting at x, kept inside the image of `size` (width, height)."""
+    left, text_top, right, text_bottom = pen.textbbox((0, 0), text, font=font)
+    w, h = right - left + 4, text_bottom - text_top + 4
+    y = bottom if below or top - h < 0 else top - h
+    y = min(max(0.0, y), max(0.0, size[1] - h))
+    x = min(max(0.0, x), max(0.0, size[0] - w))
+    pen.rectangle((x, y, x + w - 1, y + h - 1), fill=colour)
+    pen.text((x + 2 - left, y + 2 - text_top), text, fill=(255, 255, 255), font=font)
 
 
 def detection_label(detection: Detection) -> str:

@@ -14,10 +14,11 @@ from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from signlab.classes import GTSRB_CLASS_NAMES
 from signlab.detection.boxes import RANKED_CATEGORIES, Detection, SignBox
+from signlab.detection.draw import draw_tag, label_font
 from signlab.detection.metrics import SceneMatch, match_scenes, recall_by_width
 
 SIZE_BINS = (16, 24, 32, 48, 64, 128)  # px of sign width: GTSDB's signs are 16 to 128 px wide
@@ -101,26 +102,10 @@ def plot_recall_by_size(scenes: Sequence, matches: Sequence[SceneMatch], score_t
     return _save(fig, path)
 
 
-def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    return ImageFont.load_default(size=size)
-
-
 def _label(class_id: int, score: float | None = None) -> str:
     name = GTSRB_CLASS_NAMES[class_id]
     name = name if len(name) <= _LABEL_CHARS else name[: _LABEL_CHARS - 1].rstrip() + "…"
     return f"{class_id} {name}" + (f" {score:.2f}" if score is not None else "")
-
-
-def _tag(draw: ImageDraw.ImageDraw, size: tuple[int, int], xy: tuple[float, float], text: str, colour, font,
-         below: bool) -> None:
-    """Text on a filled box of the box's colour, above (or below) the box, kept inside the image of `size`."""
-    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-    w, h = right - left + 4, bottom - top + 4
-    x = min(max(0.0, xy[0]), size[0] - w)
-    y = xy[1] + 2 if below else xy[1] - h - 2
-    y = min(max(0.0, y), size[1] - h)
-    draw.rectangle((x, y, x + w, y + h), fill=colour)
-    draw.text((x + 2 - left, y + 2 - top), text, fill=(255, 255, 255), font=font)
 
 
 def _read_scene(path: Path) -> Image.Image | None:
@@ -137,18 +122,19 @@ def draw_scene(scene, match: SceneMatch) -> Image.Image:
     image = _read_scene(Path(scene.path))
     if image is None:
         image = Image.new("RGB", (1360, 800), (90, 90, 90))
-        ImageDraw.Draw(image).text((20, 20), f"cannot read {scene.path}", fill=(255, 255, 255), font=_font(28))
+        ImageDraw.Draw(image).text((20, 20), f"cannot read {scene.path}", fill=(255, 255, 255), font=label_font(28))
     draw = ImageDraw.Draw(image)
     width = max(2, round(image.width / 450))  # about 1.5 px once the tile is shrunk to half a GTSDB scene
-    font = _font(max(12, round(image.width / 60)))
+    font = label_font(max(12, round(image.width / 60)))
     sign: SignBox
     for sign in scene.boxes:
         draw.rectangle((sign.x1, sign.y1, sign.x2, sign.y2), outline=_TRUE, width=width)
-        _tag(draw, image.size, (sign.x1, sign.y1), _label(sign.class_id), _TRUE, font, below=False)
+        draw_tag(draw, image.size, sign.x1, sign.y1 - 2, sign.y2 + 2, _label(sign.class_id), _TRUE, font)
     for d, right in zip(match.detections, match.right, strict=True):
         colour = _RIGHT if right else _WRONG
         draw.rectangle((d.x1, d.y1, d.x2, d.y2), outline=colour, width=width)
-        _tag(draw, image.size, (d.x1, d.y2), _label(d.class_id, d.score), colour, font, below=True)
+        draw_tag(draw, image.size, d.x1, d.y1 - 2, d.y2 + 2, _label(d.class_id, d.score), colour, font,
+                 below=True)
     return image
 
 
@@ -156,7 +142,7 @@ def _caption(scene, match: SceneMatch, width: int) -> Image.Image:
     strip = Image.new("RGB", (width, 30), (255, 255, 255))
     text = (f"{Path(scene.path).name}: {match.misses} of {len(match.found)} signs missed, "
             f"{match.wrong} of {len(match.detections)} detections wrong")
-    ImageDraw.Draw(strip).text((6, 6), text, fill=(0, 0, 0), font=_font(16))
+    ImageDraw.Draw(strip).text((6, 6), text, fill=(0, 0, 0), font=label_font(16))
     return strip
 
 
@@ -174,7 +160,7 @@ def draw_worst_scenes(scenes: Sequence, matches: Sequence[SceneMatch], path: Pat
     if not chosen:
         image = Image.new("RGB", (_TILE_W, 60), (255, 255, 255))
         ImageDraw.Draw(image).text((10, 20), "no scene has an error: every sign found, no wrong detection",
-                                   fill=(0, 0, 0), font=_font(16))
+                                   fill=(0, 0, 0), font=label_font(16))
         image.save(path)
         return path
     tiles = []
@@ -193,7 +179,7 @@ def draw_worst_scenes(scenes: Sequence, matches: Sequence[SceneMatch], path: Pat
     sheet = Image.new("RGB", (cols * (_TILE_W + 8) + 8, header + rows * (row_h + 8)), (255, 255, 255))
     ImageDraw.Draw(sheet).text(
         (8, 8), f"The {len(tiles)} scenes with the most errors. Green: signs; blue: right detections; red: wrong",
-        fill=(0, 0, 0), font=_font(18))
+        fill=(0, 0, 0), font=label_font(18))
     for slot, tile in enumerate(tiles):
         r, c = divmod(slot, cols)
         sheet.paste(tile, (8 + c * (_TILE_W + 8), header + r * (row_h + 8)))
