@@ -129,9 +129,11 @@ def gtsrb_train(tmp_path) -> Path:
 # ---------------------------------------------------------------- detection: a run folder without training
 
 
-def write_tiny_classifier(path: Path, favourite: int = 14, seed: int = 0, num_classes: int = 43) -> Path:
+def write_tiny_classifier(path: Path, favourite: int = 14, seed: int = 0, num_classes: int = 43,
+                          data: Path | None = None) -> Path:
     """An untrained GTSRB classifier (signnet, widths 8 and 16) whose head leans to `favourite`: confident
-    enough that detections pass a 0.5 threshold, and still a function of the crop. Saved as training saves."""
+    enough that detections pass a 0.5 threshold, and still a function of the crop. Saved as training saves;
+    data: the training folder its config names (export calibrates --int8 on it), bf16 then off."""
     import torch
 
     from signlab.checkpoint import save_weights
@@ -141,6 +143,9 @@ def write_tiny_classifier(path: Path, favourite: int = 14, seed: int = 0, num_cl
     from signlab.preprocess import Preprocessing
 
     cfg = TrainConfig(task="classify", model="signnet", model_options={"widths": [8, 16], "depth": 1})
+    if data is not None:
+        cfg = TrainConfig(task="classify", model="signnet", model_options={"widths": [8, 16], "depth": 1},
+                          data=str(data), bf16="off")
     torch.manual_seed(seed)
     model = create_model(cfg.model, num_classes=num_classes, image_size=32, **cfg.model_options).eval()
     with torch.no_grad():
@@ -161,6 +166,38 @@ def make_detection_run(root: Path, favourite: int = 14) -> Path:
     (root / "config.json").write_text(json.dumps({"task": "detect"}))
     write_tiny_classifier(root / "classifier.safetensors", favourite)
     return root
+
+
+def make_exportable_detection_run(root: Path, favourite: int = 14) -> Path:
+    """A detection run with a tiny untrained finder (bf16 off) and a classifier whose training folder exists:
+    what `signlab export` and the onnx backend need, in seconds."""
+    import json
+
+    import torch
+
+    from signlab.checkpoint import save_weights
+    from signlab.config import TrainConfig
+    from signlab.models import create_model
+
+    run = root / "run"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"task": "detect"}))
+    write_tiny_classifier(run / "classifier.safetensors", favourite,
+                          data=make_gtsrb_train(root / "gtsrb", classes=(0, 1, 2), tracks=2, frames=4))
+    options = {"widths": [8, 8, 16, 16], "neck": 8}
+    torch.manual_seed(0)
+    model = create_model("signfinder", **options)
+    with torch.no_grad():
+        model.heat[-1].bias.fill_(1.0)  # sigmoid 0.73: peaks pass the 0.5 threshold, so detections are made
+    cfg = TrainConfig(task="detect", model="signfinder", model_options=options, bf16="off")
+    save_weights(run / "last.safetensors", {f"model.{k}": v for k, v in model.state_dict().items()},
+                 {"config": cfg.to_dict(), "task": "detect"})
+    return run
+
+
+@pytest.fixture(scope="session")
+def exportable_detection_run(tmp_path_factory) -> Path:
+    return make_exportable_detection_run(tmp_path_factory.mktemp("detection-export"))
 
 
 class BoxFinder:

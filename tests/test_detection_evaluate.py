@@ -85,6 +85,6 @@ def test_without_data_the_runs_own_validation_blocks_are_used(run, scenes, monke
     assert s["data"].startswith("validation blocks of") and 1 <= s["scenes"] < 4
 
 
-def test_tta_or_onnx_for_a_detection_run_is_one_line(run, scenes, capsys):
+def test_tta_for_a_detection_run_is_one_line(run, scenes, capsys):
     assert main(["evaluate", str(run), "--data", str(scenes), "--tta"]) == 2
     assert "detection run" in capsys.readouterr().err

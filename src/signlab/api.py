@@ -29,6 +29,7 @@ from PIL import Image
 
 from signlab.detection.boxes import Detection
 from signlab.detection.detect import DEFAULT_THRESHOLD, is_detection_run, load_detector
+from signlab.detection.onnx_backend import is_detector_export
 from signlab.errors import UserError
 from signlab.layouts import entries_for_paths
 from signlab.predict import LoadedModel, load_model, predict_images
@@ -229,13 +230,13 @@ def load(target: str | Path, device: str = "auto", batch_size: int = 256,
          backend: str = "torch") -> Classifier | Detector:
     """The model in a run folder or weights file, ready to use: a Classifier, or a Detector for a detection
     run. device: auto, cpu or cuda. backend onnx, or a .onnx file as target: the classifier written by
-    `signlab export`, run by onnxruntime (same interface)."""
+    `signlab export`, run by onnxruntime (same interface); for a detection run, backend onnx (or the folder
+    `signlab export RUN` wrote as target) runs its exported finder and classifier."""
     if backend not in ("torch", "onnx"):
         raise UserError(f"--backend {backend}: use torch or onnx")
-    if is_detection_run(target):
-        if backend != "torch":
-            raise UserError(f"{target}: a detection run runs with backend torch only, for now")
-        return Detector(load_detector(target, device), Path(target))
+    if is_detection_run(target) or is_detector_export(target):  # backend onnx: the files of `signlab export`
+        exported = is_detector_export(target) and not is_detection_run(target)  # its files run on onnxruntime only
+        return Detector(load_detector(target, device, backend="onnx" if exported else backend), Path(target))
     if backend == "onnx" or Path(target).suffix.lower() == ".onnx":
         from signlab.onnx_backend import load_onnx
 

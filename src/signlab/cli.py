@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "whole precision-recall range)")
     dt.add_argument("--device", default="auto", type=argparse_type(Option("--device", "", one_of(*DEVICES)), str),
                     help="auto, cpu or cuda")
+    dt.add_argument("--backend", type=argparse_type(Option("--backend", "", one_of(*BACKENDS)), str),
+                    help="torch, or onnx: onnxruntime on the files of signlab export RUN (default: onnx for such "
+                    "a folder, else torch)")
 
     x = sub.add_parser("export", help="export a trained model to ONNX (and int8), with a model card beside it")
     x.add_argument("target", metavar="RUN_DIR_OR_WEIGHTS")
@@ -111,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="onnx (default)")
     x.add_argument("--int8", action="store_true",
                    help="also write an int8 model (onnxruntime static quantisation, calibrated on training images)")
-    x.add_argument("--out", metavar="FILE", help="the .onnx file to write (default: model.onnx in the run folder)")
+    x.add_argument("--out", metavar="FILE", help="the .onnx file to write (default: model.onnx in the run folder); "
+                   "for a detection run a folder (default RUN/export)")
 
     v = sub.add_parser("serve", help="a web page and a JSON API that classify photos, on 127.0.0.1 unless told")
     v.add_argument("target", metavar="RUN_DIR_OR_WEIGHTS")
@@ -193,14 +197,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from signlab.api import evaluate
     from signlab.detection.detect import is_detection_run
+    from signlab.detection.onnx_backend import is_detector_export
     from signlab.evaluation import format_summary
 
-    if is_detection_run(args.target):
+    if is_detection_run(args.target) or is_detector_export(args.target):
         from signlab.detection.evaluate import evaluate_detector, format_detection_summary
 
-        if args.tta or (args.backend or "torch") != "torch":
-            raise UserError(f"{args.target}: a detection run is evaluated with the torch backend and no TTA")
-        summary = evaluate_detector(args.target, args.data, args.report, args.device or "auto")
+        if args.tta:
+            raise UserError(f"{args.target}: a detection run is evaluated without TTA; drop --tta")
+        summary = evaluate_detector(args.target, args.data, args.report, args.device or "auto",
+                                    backend=args.backend)
         print(json.dumps(summary) if args.json else format_detection_summary(summary))
         return 0
     summary = evaluate(args.target, args.data, report=args.report, device=args.device or "auto", tta=args.tta,
@@ -248,7 +254,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UserError(f"--out {out}: cannot create this folder ({e.strerror or e})") from None
-    detector = load_detector(args.target, args.device)
+    detector = load_detector(args.target, args.device, backend=args.backend)
     files, problems = expand_inputs(args.paths)
     for line in problems:
         print(f"signlab detect: error: {line}", file=sys.stderr)
@@ -362,9 +368,16 @@ def _synth_scenes(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from signlab.detection.detect import is_detection_run
     from signlab.export import export_model
 
-    for path in export_model(args.target, args.out, int8=args.int8):
+    if is_detection_run(args.target):
+        from signlab.detection.export import export_detector
+
+        written = export_detector(args.target, args.out, int8=args.int8)
+    else:
+        written = export_model(args.target, args.out, int8=args.int8)
+    for path in written:
         print(f"wrote {path}")
     return 0
 

@@ -83,9 +83,11 @@ class Deployable(nn.Module):
         return self.model((x - self.mean) / self.std)
 
 
-def export_model(target: str | Path, out: str | Path | None = None, int8: bool = False) -> list[Path]:
+def export_model(target: str | Path, out: str | Path | None = None, int8: bool = False,
+                 card: str = "MODEL_CARD.md") -> list[Path]:
     """Write the ONNX model of a run folder or weights file (default RUN/model.onnx), with --int8 also
-    model.int8.onnx, and MODEL_CARD.md beside them; check each file with onnxruntime. Returns the paths."""
+    model.int8.onnx, and the model card (`card`) beside them; check each file with onnxruntime. Returns the
+    paths."""
     from signlab.onnx_backend import require
 
     require("onnx", "onnxruntime", "onnxscript")
@@ -95,13 +97,13 @@ def export_model(target: str | Path, out: str | Path | None = None, int8: bool =
     check = train_images if train_images is not None else drawn_signs(loaded.preprocessing.image_size)
     proto = to_onnx(loaded)
     set_metadata(proto, loaded)
-    diff = _save(proto, out, lambda written: verify(written, loaded, check))
+    diff = save_checked(proto, out, lambda written: verify(written, loaded, check))
     written, figures = [out], {"parity": diff, "parity_images": len(check), "parity_source": data_note}
     if int8:
         int8_path = out.with_name(out.name[:-len(".onnx")] + ".int8.onnx")
         figures["int8_agreement"] = quantize_int8(out, int8_path, train_images)
         written.append(int8_path)
-    written.append(write_model_card(loaded, written, figures))
+    written.append(write_model_card(loaded, written, figures, card))
     return written
 
 
@@ -119,19 +121,26 @@ def to_onnx(loaded: LoadedModel):
     size = loaded.preprocessing.image_size
     wrapper = Deployable(loaded.model.to(memory_format=torch.contiguous_format), loaded.preprocessing).eval()
     example = torch.zeros(2, size, size, 3, dtype=torch.uint8)  # 2, not 1: a batch of 1 would be specialised
+    return graph_to_onnx(wrapper, example, INPUT, OUTPUT, {0: torch.export.Dim("batch")},
+                         f"{loaded.path}: model {loaded.config.model}")
+
+
+def graph_to_onnx(module: nn.Module, example: torch.Tensor, input_name: str, output_name: str,
+                  dynamic: dict, what: str):
+    """One-input, one-output `module` as an onnx.ModelProto (torch.export, OPSET), the dimensions of `dynamic`
+    ({axis: Dim}) left free. A module that cannot be exported is a UserError naming `what`."""
     noisy = logging.getLogger("torch.onnx")
     level = noisy.level
     try:
         noisy.setLevel(logging.ERROR)  # "torchvision is not installed" and progress lines are not ours to fix
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            program = torch.onnx.export(wrapper, (example,), dynamo=True, opset_version=OPSET, verbose=False,
-                                        input_names=[INPUT], output_names=[OUTPUT],
-                                        dynamic_shapes={INPUT: {0: torch.export.Dim("batch")}})
+            program = torch.onnx.export(module, (example,), dynamo=True, opset_version=OPSET, verbose=False,
+                                        input_names=[input_name], output_names=[output_name],
+                                        dynamic_shapes={input_name: dynamic})
     except Exception as e:  # the exporter raises many kinds; the user needs the model's name and the first line
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise UserError(f"{loaded.path}: model {loaded.config.model} cannot be exported to ONNX ({first}); "
-                        f"use it with --backend torch") from None
+        raise UserError(f"{what} cannot be exported to ONNX ({first}); use it with --backend torch") from None
     finally:
         noisy.setLevel(level)
     return program.model_proto
@@ -157,7 +166,7 @@ def set_metadata(proto, loaded: LoadedModel) -> None:
     onnx.helper.set_model_props(proto, metadata(loaded))
 
 
-def _save(proto, path: Path, check) -> float:
+def save_checked(proto, path: Path, check) -> float:
     """Write atomically (a reader sees the old file or the new one) once onnx's checker and `check(file)`
     have passed it; returns what `check` returns."""
     import onnx
@@ -353,8 +362,9 @@ def _figure_lines(loaded: LoadedModel, figures: dict) -> tuple[list[str], list[s
     return validation, crossing, _failure_lines(held)
 
 
-def write_model_card(loaded: LoadedModel, written: list[Path], figures: dict) -> Path:
-    """MODEL_CARD.md beside the exported files: data, training recipe, figures, failure modes, usage."""
+def write_model_card(loaded: LoadedModel, written: list[Path], figures: dict, card: str = "MODEL_CARD.md") -> Path:
+    """The model card (MODEL_CARD.md unless told) beside the exported files: data, training recipe, figures,
+    failure modes, usage."""
     cfg, pre, run = loaded.config, loaded.preprocessing, loaded.path.parent
     split = _json_file(run / "split.json") or {}
     counts = (f"{split['train_images']} training and {split['val_images']} validation images"
@@ -390,7 +400,7 @@ def write_model_card(loaded: LoadedModel, written: list[Path], figures: dict) ->
         "image = np.asarray(crop.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None))",
         'logits = session.run(["logits"], {"images": image[None]})[0]  # (1, classes); batches of any size',
         "print(names[int(logits.argmax())])", "```", ""])
-    path = written[0].parent / "MODEL_CARD.md"
+    path = written[0].parent / card
     try:
         path.write_text(text)
     except OSError as e:

@@ -50,24 +50,29 @@ def providers(device: str) -> list[str]:
     return (["CUDAExecutionProvider"] if cuda and device != "cpu" else []) + ["CPUExecutionProvider"]
 
 
+def open_session(path: str | Path, device: str):
+    """An onnxruntime session on `path` with this process's CPU threads; a UserError for an unusable file."""
+    require("onnxruntime")
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = default_threads()
+    options.log_severity_level = 3  # errors only: its warnings are about graph rewrites, not the user's input
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers(device))
+    except UserError:
+        raise
+    except Exception as e:  # onnxruntime raises its own exception types for unreadable or invalid files
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"{path}: not a usable ONNX model ({first}); export it again with signlab export") from None
+
+
 class OnnxClassifier(Classifier):
     """A classifier exported by `signlab export`, run by onnxruntime. Thread-safe (onnxruntime sessions are)."""
 
     def __init__(self, path: str | Path, device: str = "auto", batch_size: int = 256) -> None:
-        require("onnxruntime")
-        import onnxruntime as ort
-
         self._path, self.batch_size = Path(path), batch_size
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = default_threads()
-        options.log_severity_level = 3  # errors only: its warnings are about graph rewrites, not the user's input
-        try:
-            self._session = ort.InferenceSession(str(path), options, providers=providers(device))
-        except UserError:
-            raise
-        except Exception as e:  # onnxruntime raises its own exception types for unreadable or invalid files
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise UserError(f"{path}: not a usable ONNX model ({first}); export it again with signlab export") from None
+        self._session = open_session(path, device)
         meta = self._session.get_modelmeta().custom_metadata_map
         try:
             self._class_names = json.loads(meta["signlab.class_names"])

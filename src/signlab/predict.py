@@ -33,7 +33,8 @@ def load_model(target: str | Path, device: torch.device, use_ema: bool = True) -
     tensors, info, path = load_weights(target)
     if info.get("task") == "detect":
         raise UserError(f"{path}: the sign finder of a detection run, not a classifier; use signlab detect RUN "
-                        f"SCENES... or signlab evaluate RUN (predict, export and serve take classifier runs)")
+                        f"SCENES..., signlab evaluate RUN or signlab export RUN (predict and serve take classifier "
+                        f"runs)")
     cfg = TrainConfig.from_dict(TrainConfig.with_legacy_defaults(info["config"]))
     model = create_model(cfg.model, num_classes=len(info["class_names"]), image_size=cfg.image_size,
                          **cfg.model_options)

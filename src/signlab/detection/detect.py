@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
@@ -33,6 +33,9 @@ from signlab.layouts import IMAGE_EXTENSIONS, image_files
 from signlab.predict import LoadedModel, load_model, predict_images
 from signlab.preprocess import Preprocessing
 from signlab.runtime import pick_device
+
+if TYPE_CHECKING:
+    from signlab.onnx_backend import OnnxClassifier
 
 DEFAULT_THRESHOLD = 0.5  # lowest score `signlab detect` keeps unless told: what a person wants to look at
 CLASSIFIER_FILE = "classifier.safetensors"
@@ -77,7 +80,8 @@ class SignDetector:
     """Finds the signs of a scene (the finder) and names them (the classifier). Detections are in the scene's
     own pixels, highest score first."""
 
-    def __init__(self, finder: SignFinder, classifier: LoadedModel, device: torch.device, tta: bool = False) -> None:
+    def __init__(self, finder: SignFinder, classifier: LoadedModel | OnnxClassifier, device: torch.device,
+                 tta: bool = False) -> None:
         if len(classifier.class_names) != len(GTSRB_CLASS_NAMES):  # its outputs are GTSRB's class ids, in order
             raise UserError(f"{classifier.path}: the classifier knows {len(classifier.class_names)} classes, not "
                             f"GTSRB's 43; detection names signs with a classifier trained on GTSRB's layout")
@@ -92,7 +96,10 @@ class SignDetector:
         crops = crop_signs(scene, boxes, self.preprocessing)
         if len(crops) == 0:
             return torch.zeros(0, len(GTSRB_CLASS_NAMES))
-        logits = predict_images(self.classifier, crops, self.device, batch_size=len(crops), tta=self.tta)
+        if isinstance(self.classifier, LoadedModel):
+            logits = predict_images(self.classifier, crops, self.device, batch_size=len(crops), tta=self.tta)
+        else:  # the exported classifier (signlab.onnx_backend): no TTA
+            logits = torch.from_numpy(self.classifier.logits(crops))
         return torch.softmax(logits.float(), dim=1)
 
     def detect(self, scene: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> list[Detection]:
@@ -159,9 +166,19 @@ def load_run_finder(run: Path, device: torch.device) -> SignFinder:
 
 
 def load_detector(run_dir: str | Path, device: str | torch.device = "auto", finder: SignFinder | None = None,
-                  tta: bool = False) -> SignDetector:
+                  tta: bool = False, backend: str | None = None) -> SignDetector:
     """The detector of a detection run: its finder and the classifier it was given (classifier.safetensors).
-    finder: another first stage to put in front of the run's classifier (e.g. the colour and shape finder)."""
+    finder: another first stage to put in front of the run's classifier (e.g. the colour and shape finder).
+    backend "onnx": the files `signlab export RUN` wrote (RUN/export, or run_dir is that folder), run by
+    onnxruntime; None: onnx for such a folder, else torch."""
+    from signlab.detection.onnx_backend import is_detector_export, load_onnx_detector
+
+    if backend not in (None, "torch", "onnx"):
+        raise UserError(f"--backend {backend}: use torch or onnx")
+    if backend == "onnx" or (backend is None and is_detector_export(run_dir)):
+        if not is_detector_export(run_dir):
+            check_detection_run(run_dir)
+        return load_onnx_detector(run_dir, device if isinstance(device, str) else device.type, finder, tta)
     run = check_detection_run(run_dir)
     torch_device = pick_device(device) if isinstance(device, str) else device
     if not (run / CLASSIFIER_FILE).is_file():

@@ -26,6 +26,8 @@ def evaluation_scenes(run: Path, data: str | Path | None) -> tuple[list, str]:
     if data is not None:
         scenes, skipped = read_gtsdb(data)
         source = str(data)
+    elif not (run / "config.json").is_file():
+        raise UserError(f"{run}: not a run folder, so its validation scenes are unknown; pass --data GTSDB_DIR")
     else:
         cfg = json.loads((run / "config.json").read_text())
         if cfg.get("val_data"):
@@ -43,13 +45,14 @@ def evaluation_scenes(run: Path, data: str | Path | None) -> tuple[list, str]:
 
 
 def evaluate_detector(target: str | Path, data: str | Path | None = None, report: str | Path | None = None,
-                      device: str = "auto", finder=None) -> dict:
+                      device: str = "auto", finder=None, backend: str | None = None) -> dict:
     """Detect every scene, score the detections; returns the JSON-ready summary `signlab evaluate` prints.
-    finder: another first stage in front of the run's classifier (bench/finders.py compares them)."""
+    finder: another first stage in front of the run's classifier (bench/finders.py compares them); backend:
+    as load_detector's (onnx: the files of `signlab export RUN`)."""
     from signlab.detection.metrics import evaluate_detections
     from signlab.detection.scenes import load_scene
 
-    detector = load_detector(target, device, finder=finder)
+    detector = load_detector(target, device, finder=finder, backend=backend)
     scenes, source = evaluation_scenes(Path(target), data)
     kept, detections, unreadable = [], [], []
     start = time.perf_counter()
@@ -66,8 +69,8 @@ def evaluate_detector(target: str | Path, data: str | Path | None = None, report
     if not kept:
         raise UserError(f"{source}: none of its scenes could be read")
     metrics = evaluate_detections(kept, detections, score_threshold=DEFAULT_THRESHOLD)
-    summary = {"task": "detect", "target": str(target), "data": source, "seconds": seconds,
-               "scenes_per_second": len(kept) / seconds, "unreadable": unreadable,
+    summary = {"task": "detect", "target": str(target), "backend": backend or "torch", "data": source,
+               "seconds": seconds, "scenes_per_second": len(kept) / seconds, "unreadable": unreadable,
                **{k: v for k, v in metrics.items() if k != "pr_curves"}}
     if report is not None:
         from signlab.detection.report import write_detection_report

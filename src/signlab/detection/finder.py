@@ -116,24 +116,32 @@ def decode(out: torch.Tensor, threshold: float, size: tuple[int, int] | None = N
     return boxes[order], scores[order], cats[order]
 
 
-@dataclass
-class SignFinder:
-    """A trained finder: `propose(scene, threshold)` gives sign candidates of a whole scene."""
+PAD_TO = 16  # the coarsest stage's stride: a padded scene divides evenly all the way down
 
-    model: nn.Module
-    device: torch.device
-    bf16: str = "off"
 
-    @torch.no_grad()
+class SceneGraph(nn.Module):
+    """A whole scene to the finder's maps: uint8 (1, H, W, 3) RGB -> standardisation -> zero padding (after
+    standardisation: mid-grey is 0) on the right and bottom to a multiple of PAD_TO -> the network's maps
+    (1, C + 4, ceil(H/16)*4, ceil(W/16)*4). The torch backend runs this module and `signlab export` exports it,
+    so both backends prepare a scene by the same ops."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, scene: torch.Tensor) -> torch.Tensor:
+        h, w = scene.shape[1], scene.shape[2]
+        x = F.pad(to_input(scene), (0, -w % PAD_TO, 0, -h % PAD_TO))
+        return self.model(x)
+
+
+class MapsFinder:
+    """A finder that gives the network's maps of a scene; decoding them into proposals (peaks, NMS) is shared.
+    Subclasses: `SignFinder` (torch) and signlab.detection.onnx_backend's `OnnxFinder` (onnxruntime)."""
+
     def maps(self, scene: np.ndarray) -> torch.Tensor:
-        """(H, W, 3) uint8 -> the network's maps (C + 4, ceil(H/16)*4, ceil(W/16)*4) on the CPU; the scene is
-        zero-padded (after standardisation: mid-grey is 0) to a multiple of 16, which the stages divide."""
-        h, w = scene.shape[:2]
-        x = to_input(torch.from_numpy(np.array(scene))[None])  # (1, 3, H, W); a copy: scenes may be read-only
-        x = F.pad(x, (0, -w % 16, 0, -h % 16)).to(self.device)
-        with autocast(self.device, self.bf16):
-            out = self.model(x)
-        return out[0].float().cpu()
+        """(H, W, 3) uint8 -> float32 maps (C + 4, ceil(H/16)*4, ceil(W/16)*4) on the CPU."""
+        raise NotImplementedError
 
     def propose(self, scene: np.ndarray, threshold: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """scene (H, W, 3) uint8 RGB -> boxes (N, 4) float inclusive pixel corners, clipped to the scene,
@@ -142,6 +150,22 @@ class SignFinder:
             raise ValueError(f"scene must be (H, W, 3) uint8 RGB, got {scene.shape} {scene.dtype}")
         boxes, scores, cats = decode(self.maps(scene), threshold, size=scene.shape[:2])
         return boxes, scores, cats.long()
+
+
+@dataclass
+class SignFinder(MapsFinder):
+    """A trained finder run by torch: `propose(scene, threshold)` gives sign candidates of a whole scene."""
+
+    model: nn.Module
+    device: torch.device
+    bf16: str = "off"
+
+    @torch.no_grad()
+    def maps(self, scene: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.array(scene))[None].to(self.device)  # a copy: scenes may be read-only
+        with autocast(self.device, self.bf16):
+            out = SceneGraph(self.model)(x)
+        return out[0].float().cpu()
 
 
 def load_finder(run_dir: Path, device: torch.device) -> SignFinder:

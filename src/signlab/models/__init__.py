@@ -64,9 +64,10 @@ def count_parameters(model: nn.Module) -> int:
 
 
 @torch.no_grad()
-def count_macs(model: nn.Module, image_size: int = 32, in_channels: int = 3) -> int:
+def count_macs(model: nn.Module, image_size: int | tuple[int, int] = 32, in_channels: int = 3) -> int:
     """Multiply-accumulates (MACs) of one image's forward pass in eval mode, counted by torch's own
-    `torch.utils.flop_counter.FlopCounterMode`: MACs = its FLOPs / 2.
+    `torch.utils.flop_counter.FlopCounterMode`: MACs = its FLOPs / 2. image_size: S for an S×S image, or
+    (H, W) (a whole scene for the sign finder).
 
     What counts: the convolutions (aten.convolution: out_pixels x C_in/groups x k x k per output channel) and
     the matrix products (mm, addmm, bmm, baddbmm: every nn.Linear, any matmul; attention kernels too).
@@ -80,7 +81,8 @@ def count_macs(model: nn.Module, image_size: int = 32, in_channels: int = 3) -> 
     from torch.utils.flop_counter import FlopCounterMode
 
     param = next(model.parameters(), None)
-    x = torch.zeros(1, in_channels, image_size, image_size,
+    h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+    x = torch.zeros(1, in_channels, h, w,
                     device=param.device if param is not None else "cpu",
                     dtype=param.dtype if param is not None else torch.float32)
     counter = FlopCounterMode(display=False)

@@ -1,0 +1,72 @@
+"""The onnxruntime backend of a detection run: the finder and the classifier written by `signlab export RUN`
+(into RUN/export unless --out said otherwise), put together as `load_detector` puts the run's torch models.
+
+finder.onnx takes a whole scene, uint8 (1, H, W, 3) RGB of any H and W, and gives the network's raw maps
+(signlab.detection.finder.SceneGraph: standardisation and padding are inside the graph). Turning maps into
+proposals (peaks, NMS) is MapsFinder's, shared with the torch backend; cropping and naming are SignDetector's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from signlab.detection.finder import MapsFinder
+from signlab.errors import UserError
+
+EXPORT_FOLDER = "export"  # RUN/export: where `signlab export RUN` writes a detection run's files
+FINDER_FILE, CLASSIFIER_ONNX, CLASSIFIER_INT8 = "finder.onnx", "classifier.onnx", "classifier.int8.onnx"
+SCENE_INPUT, MAPS_OUTPUT = "scene", "maps"
+
+
+class OnnxFinder(MapsFinder):
+    """finder.onnx run by onnxruntime: the same maps as the torch SignFinder (within 1e-4, checked on export)."""
+
+    def __init__(self, path: str | Path, device: str = "auto") -> None:
+        from signlab.onnx_backend import open_session
+
+        self.path = Path(path)
+        self._session = open_session(path, device)
+
+    def maps(self, scene: np.ndarray) -> torch.Tensor:
+        out = self._session.run([MAPS_OUTPUT], {SCENE_INPUT: np.ascontiguousarray(scene)[None]})[0]
+        return torch.from_numpy(out[0])
+
+
+def is_detector_export(target: str | Path) -> bool:
+    """Whether `target` is a folder written by `signlab export` on a detection run."""
+    return (Path(target) / FINDER_FILE).is_file()
+
+
+def export_folder(target: str | Path) -> Path:
+    """The folder holding a detection run's ONNX files: `target` itself when it holds finder.onnx, else the
+    run's RUN/export; a UserError saying to export first when neither does."""
+    target = Path(target)
+    if is_detector_export(target):
+        return target
+    folder = target / EXPORT_FOLDER
+    if not is_detector_export(folder):
+        raise UserError(f"{target}: no ONNX export of this detection run ({folder / FINDER_FILE} is missing); "
+                        f"run `signlab export {target}` first, or use --backend torch")
+    return folder
+
+
+def load_onnx_detector(target: str | Path, device: str = "auto", finder=None, tta: bool = False,
+                       classifier_file: str = CLASSIFIER_ONNX):
+    """A SignDetector of the exported finder and classifier (classifier_file: CLASSIFIER_INT8 for the int8
+    one). finder: another first stage in front of the exported classifier."""
+    from signlab.detection.detect import SignDetector
+    from signlab.onnx_backend import NO_TTA, OnnxClassifier
+
+    if tta:
+        raise UserError(NO_TTA)
+    folder = export_folder(target)
+    path = folder / classifier_file
+    if not path.is_file():
+        flag = " --int8" if classifier_file == CLASSIFIER_INT8 else ""
+        raise UserError(f"{path}: not found; run `signlab export RUN{flag} --out {folder}` first")
+    classifier = OnnxClassifier(path, device)
+    found = finder if finder is not None else OnnxFinder(folder / FINDER_FILE, device)
+    return SignDetector(found, classifier, classifier.device)

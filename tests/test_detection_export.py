@@ -1,0 +1,120 @@
+"""`signlab export` on a detection run and the onnxruntime backend of the detector: the files and cards
+written, the exported finder's maps against torch's on a scene of odd size, the same detections from both
+backends through `signlab detect` and `signlab evaluate`, the int8 classifier, `signlab.load` on the export
+folder, and the one-line error when there is no export. The tiny run (conftest) runs in fp32 (bf16 off), so
+the comparisons hold with SIGNLAB_BF16 on or off."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from conftest import draw_sign_scene, make_detection_run
+from PIL import Image
+
+import signlab
+from signlab.cli import main
+from signlab.detection.finder import load_finder
+from signlab.detection.onnx_backend import CLASSIFIER_INT8, OnnxFinder, load_onnx_detector
+from signlab.detection.synthetic import write_synthetic_scenes
+
+FILES = ["finder.onnx", "classifier.onnx", "classifier.int8.onnx", "CLASSIFIER_CARD.md", "MODEL_CARD.md"]
+
+
+@pytest.fixture(scope="module")
+def run(exportable_detection_run):
+    """The tiny detection run, exported with --int8 by the CLI into RUN/export."""
+    assert main(["export", str(exportable_detection_run), "--int8"]) == 0
+    return exportable_detection_run
+
+
+@pytest.fixture(scope="module")
+def scene_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("scene") / "scene.png"
+    Image.fromarray(draw_sign_scene(301, 203, (120, 80), 20)).save(path)  # odd sizes: padded inside the graph
+    return path
+
+
+def test_export_writes_the_onnx_pair_and_the_cards(run):
+    export = run / "export"
+    assert sorted(p.name for p in export.iterdir()) == sorted(FILES)
+    card = (export / "MODEL_CARD.md").read_text()
+    assert "finder.onnx" in card and "export check: max |map difference|" in card and "## How to use" in card
+    assert "# Model card: signnet" in (export / "CLASSIFIER_CARD.md").read_text()
+    meta = {p.key: p.value for p in onnx.load(str(export / "finder.onnx")).metadata_props}
+    assert json.loads(meta["signlab.categories"]) == ["prohibitory", "mandatory", "danger", "other"]
+
+
+def test_onnx_maps_equal_torch_maps_on_a_scene_of_odd_size(run):
+    scene = np.random.default_rng(3).integers(0, 256, (97, 143, 3), dtype=np.uint8)
+    finder = load_finder(run, torch.device("cpu"))
+    assert finder.bf16 == "off"
+    want = finder.maps(scene)
+    got = OnnxFinder(run / "export" / "finder.onnx", device="cpu").maps(scene)
+    assert got.shape == want.shape == (8, 28, 36)  # ceil(97/16)*4, ceil(143/16)*4
+    assert float((got - want).abs().max()) <= 1e-4
+
+
+def detect_json(capsys, *args) -> list[dict]:
+    capsys.readouterr()
+    assert main(["detect", *map(str, args), "--json"]) == 0
+    return json.loads(capsys.readouterr().out)[0]["detections"]
+
+
+def same_detections(a: list[dict], b: list[dict]) -> None:
+    assert len(a) == len(b) > 0
+    key = lambda d: tuple(d["box"])  # noqa: E731 - order by box: scores within 2e-4 may swap places
+    for x, y in zip(sorted(a, key=key), sorted(b, key=key), strict=True):
+        assert x["box"] == y["box"] and x["class_id"] == y["class_id"]
+        assert x["score"] == pytest.approx(y["score"], abs=2e-4)
+
+
+def test_detect_with_backend_onnx_finds_what_torch_finds(run, scene_file, capsys):
+    torch_found = detect_json(capsys, run, scene_file)
+    same_detections(detect_json(capsys, run, scene_file, "--backend", "onnx"), torch_found)
+    same_detections(detect_json(capsys, run / "export", scene_file), torch_found)  # the folder alone: onnx
+
+
+def test_the_int8_classifier_names_the_same_proposals(run, scene_file):
+    scene = np.asarray(Image.open(scene_file).convert("RGB"))
+    fp32 = load_onnx_detector(run, "cpu").detect(scene, 0.01)
+    int8 = load_onnx_detector(run, "cpu", classifier_file=CLASSIFIER_INT8).detect(scene, 0.01)
+    assert len(int8) == len(fp32) > 0
+    assert sorted(d.class_id for d in int8) == sorted(d.class_id for d in fp32)
+
+
+def test_signlab_load_detects_with_the_export(run, scene_file):
+    by_folder = signlab.load(run / "export", device="cpu").detect(scene_file)
+    by_run = signlab.load(run, device="cpu", backend="onnx").detect(scene_file)
+    torch_found = signlab.load(run, device="cpu").detect(scene_file)
+    assert len(by_folder) == len(by_run) == len(torch_found) > 0
+    assert [d.class_id for d in by_folder] == [d.class_id for d in by_run]
+    assert [d.score for d in by_run] == pytest.approx([d.score for d in torch_found], abs=2e-4)
+
+
+def test_evaluate_with_backend_onnx_scores_as_torch(run, tmp_path, capsys):
+    scenes = write_synthetic_scenes(tmp_path / "scenes", 2, seed=1, size=(300, 200), sign_px=(16, 48))
+    summaries = {}
+    for backend in ("torch", "onnx"):
+        capsys.readouterr()
+        assert main(["evaluate", str(run), "--data", str(scenes), "--backend", backend, "--json"]) == 0
+        summaries[backend] = json.loads(capsys.readouterr().out)
+    assert summaries["onnx"]["backend"] == "onnx" and summaries["onnx"]["scenes"] == 2
+    for key in ("map50_categories", "map50_classes", "fp_per_scene"):
+        assert summaries["onnx"][key] == pytest.approx(summaries["torch"][key], abs=1e-3)
+
+
+@pytest.mark.parametrize("command", ["detect", "evaluate"])
+def test_without_an_export_backend_onnx_is_one_line(command, tmp_path, scene_file, capsys):
+    bare = make_detection_run(tmp_path / "bare")
+    extra = [str(scene_file)] if command == "detect" else ["--data", str(tmp_path)]
+    assert main([command, str(bare), *extra, "--backend", "onnx"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"run `signlab export {bare}` first" in err and "Traceback" not in err
+
+
+def test_export_to_an_onnx_file_name_is_one_line(exportable_detection_run, tmp_path, capsys):
+    assert main(["export", str(exportable_detection_run), "--out", str(tmp_path / "x.onnx")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "give a folder" in err
