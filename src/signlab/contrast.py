@@ -15,6 +15,19 @@ CONTRAST_METHODS = ("none", "equalize")
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601 weights of R, G, B
 
 
+def luminance(rgb: np.ndarray) -> np.ndarray:
+    """float32 (..., 3) RGB -> float32 (...) Y: R, G, B weighted in a chain of fused multiply-adds, emulated
+    in float64 (exact for 8-bit values times float32 weights) and rounded to float32 after each step.
+
+    Not `rgb @ _LUMA`: how NumPy's matmul rounds depends on the BLAS build and CPU (FMA or not), and a
+    pixel whose Y is an exact tie (x.5) then rounds to another level. The exported graph (signlab.export's
+    LuminanceEqualizer) computes this same chain, so the two agree pixel for pixel on every machine."""
+    weights = _LUMA.astype(np.float64)
+    y = (rgb[..., 0].astype(np.float64) * weights[0]).astype(np.float32)
+    y = (rgb[..., 1].astype(np.float64) * weights[1] + y).astype(np.float32)
+    return (rgb[..., 2].astype(np.float64) * weights[2] + y).astype(np.float32)
+
+
 def equalize_luminance(images: np.ndarray, chunk: int = 4096) -> np.ndarray:
     """Per-image histogram equalisation of the luminance; uint8 (N, H, W, 3) -> uint8 (N, H, W, 3).
 
@@ -27,7 +40,7 @@ def equalize_luminance(images: np.ndarray, chunk: int = 4096) -> np.ndarray:
     for start in range(0, len(images), chunk):  # chunks bound the float32 temporaries on 39k images
         rgb = images[start:start + chunk].astype(np.float32)  # (n, H, W, 3)
         n = len(rgb)
-        luma = rgb @ _LUMA  # (n, H, W)
+        luma = luminance(rgb)  # (n, H, W)
         levels = np.clip(np.rint(luma), 0, 255).astype(np.int64).reshape(n, -1)  # (n, H*W)
         counts = np.bincount((levels + 256 * np.arange(n)[:, None]).ravel(), minlength=256 * n).reshape(n, 256)
         cdf = counts.cumsum(1).astype(np.float32)  # (n, 256)

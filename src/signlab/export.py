@@ -40,11 +40,11 @@ class LuminanceEqualizer(nn.Module):
     """signlab.contrast.equalize_luminance as torch ops that export to ONNX: uint8 (N, H, W, 3) -> float
     (N, H, W, 3) holding the same integer values 0..255.
 
-    Bit-exact with the NumPy version only if each step rounds as it does. NumPy's float32 `rgb @ luma` is a
-    chain of fused multiply-adds on this machine's BLAS; a fused multiply-add is exact in float64 for these
-    operands (8-bit pixels times 24-bit weights), so the graph computes each step in float64 and rounds to
-    float32 once, as the FMA does. A pixel whose luminance is an exact tie (x.5) otherwise rounds the other
-    way. On GTSRB's 39,209 training images the graph's output equals NumPy's in every pixel (onnxruntime 1.32).
+    Bit-exact with the NumPy version only if each step rounds as it does: both compute the luminance as a
+    chain of fused multiply-adds, each step in float64 (exact for 8-bit pixels times 24-bit weights) rounded
+    to float32 once (signlab.contrast.luminance). A pixel whose luminance is an exact tie (x.5) otherwise
+    rounds the other way. On GTSRB's 39,209 training images the graph's output equals NumPy's in every pixel
+    (onnxruntime 1.32).
     """
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
