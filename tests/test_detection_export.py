@@ -16,7 +16,7 @@ from PIL import Image
 import signlab
 from signlab.cli import main
 from signlab.detection.finder import load_finder
-from signlab.detection.onnx_backend import CLASSIFIER_INT8, OnnxFinder, load_onnx_detector
+from signlab.detection.onnx_backend import CLASSIFIER_INT8, OnnxFinder, export_config, load_onnx_detector
 from signlab.detection.synthetic import write_synthetic_scenes
 
 FILES = ["finder.onnx", "classifier.onnx", "classifier.int8.onnx", "CLASSIFIER_CARD.md", "MODEL_CARD.md"]
@@ -44,6 +44,7 @@ def test_export_writes_the_onnx_pair_and_the_cards(run):
     assert "# Model card: signnet" in (export / "CLASSIFIER_CARD.md").read_text()
     meta = {p.key: p.value for p in onnx.load(str(export / "finder.onnx")).metadata_props}
     assert json.loads(meta["signlab.categories"]) == ["prohibitory", "mandatory", "danger", "other"]
+    assert export_config(export)["model"] == "signfinder"  # evaluate finds the run's validation split by it
 
 
 def test_onnx_maps_equal_torch_maps_on_a_scene_of_odd_size(run):

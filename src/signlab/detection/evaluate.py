@@ -26,10 +26,8 @@ def evaluation_scenes(run: Path, data: str | Path | None) -> tuple[list, str]:
     if data is not None:
         scenes, skipped = read_gtsdb(data)
         source = str(data)
-    elif not (run / "config.json").is_file():
-        raise UserError(f"{run}: not a run folder, so its validation scenes are unknown; pass --data GTSDB_DIR")
     else:
-        cfg = json.loads((run / "config.json").read_text())
+        cfg = run_config(run)
         if cfg.get("val_data"):
             scenes, skipped = read_gtsdb(cfg["val_data"])
             source = cfg["val_data"]
@@ -42,6 +40,17 @@ def evaluation_scenes(run: Path, data: str | Path | None) -> tuple[list, str]:
     if not scenes:
         raise UserError(f"{run}: no scenes to evaluate on (--val-fraction 0?); pass --data GTSDB_DIR")
     return scenes, source
+
+
+def run_config(run: Path) -> dict:
+    """The run's config.json, or for a folder written by `signlab export` the finder's config it carries."""
+    from signlab.detection.onnx_backend import export_config, is_detector_export
+
+    if (run / "config.json").is_file():
+        return json.loads((run / "config.json").read_text())
+    if is_detector_export(run):
+        return export_config(run)
+    raise UserError(f"{run}: not a run folder, so its validation scenes are unknown; pass --data GTSDB_DIR")
 
 
 def evaluate_detector(target: str | Path, data: str | Path | None = None, report: str | Path | None = None,

@@ -8,6 +8,7 @@ proposals (peaks, NMS) is MapsFinder's, shared with the torch backend; cropping 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,18 @@ def export_folder(target: str | Path) -> Path:
         raise UserError(f"{target}: no ONNX export of this detection run ({folder / FINDER_FILE} is missing); "
                         f"run `signlab export {target}` first, or use --backend torch")
     return folder
+
+
+def export_config(folder: str | Path) -> dict:
+    """The finder's training config saved in finder.onnx's metadata (its data, split seed, ...)."""
+    from signlab.onnx_backend import open_session
+
+    path = Path(folder) / FINDER_FILE
+    meta = open_session(path, "cpu").get_modelmeta().custom_metadata_map
+    try:
+        return json.loads(meta["signlab.config"])
+    except (KeyError, ValueError):
+        raise UserError(f"{path}: no signlab.config in its metadata; export the run again") from None
 
 
 def load_onnx_detector(target: str | Path, device: str = "auto", finder=None, tta: bool = False,
