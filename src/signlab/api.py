@@ -234,9 +234,10 @@ def load(target: str | Path, device: str = "auto", batch_size: int = 256,
     `signlab export RUN` wrote as target) runs its exported finder and classifier."""
     if backend not in ("torch", "onnx"):
         raise UserError(f"--backend {backend}: use torch or onnx")
-    if is_detection_run(target) or is_detector_export(target):  # backend onnx: the files of `signlab export`
-        exported = is_detector_export(target) and not is_detection_run(target)  # its files run on onnxruntime only
-        return Detector(load_detector(target, device, backend="onnx" if exported else backend), Path(target))
+    if is_detection_run(target):
+        return Detector(load_detector(target, device, backend=backend), Path(target))
+    if is_detector_export(target):  # the folder `signlab export` wrote for a detection run: onnxruntime only
+        return Detector(load_detector(target, device, backend="onnx"), Path(target))
     if backend == "onnx" or Path(target).suffix.lower() == ".onnx":
         from signlab.onnx_backend import load_onnx
 
