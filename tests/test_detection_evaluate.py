@@ -56,6 +56,9 @@ def test_a_detector_that_finds_and_names_every_sign_scores_one(run, scenes, monk
     assert s["map50_classes"] == pytest.approx(1.0) and s["fp_per_scene"] == 0
     assert all(v["recall"] in (None, 1.0) for v in s["recall_by_size"].values())
     assert s["scenes_per_second"] > 0 and "pr_curves" not in s
+    point = s["operating_point"]  # nothing false at any score: the threshold is the lowest score detected
+    assert point["fp_budget"] == 0.05 and point["fp_per_scene"] == 0 and point["threshold"] > 0
+    assert all(point[k]["recall_named"] in (None, 1.0) for k in ("under_32px", "32px_and_over"))
 
 
 def test_a_blind_detector_scores_zero_and_the_text_says_so(run, scenes, monkeypatch, capsys):
@@ -64,7 +67,9 @@ def test_a_blind_detector_scores_zero_and_the_text_says_so(run, scenes, monkeypa
     finder = TruthFinder(read_gtsdb(scenes)[0], blind=True)
     monkeypatch.setattr(detect_module, "load_run_finder", lambda run, device: finder)
     assert main(["evaluate", str(run), "--data", str(scenes)]) == 0
-    assert "mAP@0.5 over the three ranked categories: 0.00 %" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "mAP@0.5 over the three ranked categories: 0.00 %" in text
+    assert "at <= 0.05 FP/scene (score >= 0.000): under 32px: found 0.0 %, named 0.0 %" in text
 
 
 def test_the_report_folder_holds_the_figures(run, scenes, monkeypatch, capsys, tmp_path):

@@ -13,7 +13,18 @@ from pathlib import Path
 import pytest
 
 from signlab.detection.boxes import Detection, SignBox
-from signlab.detection.metrics import evaluate_detections, match_scenes, unmatched_per_scene
+from signlab.detection.metrics import (
+    MISNAMED,
+    MISSED,
+    NAMED,
+    evaluate_detections,
+    match_any_class,
+    match_scenes,
+    operating_point,
+    operating_threshold,
+    sign_outcomes,
+    unmatched_per_scene,
+)
 
 
 @dataclass(frozen=True)
@@ -203,3 +214,90 @@ def test_mismatched_inputs_are_refused():
         evaluate_detections([scene()], [])
     with pytest.raises(ValueError, match="score_threshold"):
         evaluate_detections([scene()], [[]], score_threshold=1.5)
+
+
+def test_match_any_class_is_greedy_by_score_and_blind_to_classes():
+    # A duplicate: the 0.9 detection (another class) takes the sign, the 0.6 one covers nothing.
+    a = sign(10, 10, P1)
+    assert match_any_class([a], [hit(a, 0.6), hit(a, 0.9, class_id=D)]) == [-1, 0]
+    # Equal scores: the one given first takes the sign.
+    assert match_any_class([a], [hit(a, 0.8, class_id=M), hit(a, 0.8)]) == [0, -1]
+    # Two overlapping signs, 20 x 10 px, shifted by 4: a box between them covers each at IoU 180/220 = 0.82.
+    # Equal IoU: the first sign; the next detection, lower, takes the second.
+    left, right = SignBox(0, 0, 19, 9, P1), SignBox(4, 0, 23, 9, D)
+    between = Detection(2, 0, 21, 9, M, 0.9)
+    assert match_any_class([left, right], [between, Detection(2, 0, 21, 9, M, 0.5)]) == [0, 1]
+    # Plain corners and scores as the training's validation gives them; nothing to match with no sign.
+    assert match_any_class([(0, 0, 9, 9)], [(0, 0, 9, 4), (0, 0, 8, 4)], [0.2, 0.9]) == [0, -1]
+    assert match_any_class([], [hit(a, 0.9)]) == [-1] and match_any_class([a], []) == []
+
+
+def lone_scenes(n: int) -> list[Scene]:
+    return [scene() for _ in range(n)]
+
+
+def test_operating_threshold_meets_the_budget_exactly():
+    # 20 scenes, 0.05 false positives per scene: 1 allowed. Scores: 0.9 true (a), 0.8 false, 0.7 true (b),
+    # 0.6 false, 0.4 true (c). Two false positives are one too many: the threshold must drop the 0.6 one, and
+    # the lowest score above it is 0.7. There: 1 false positive in 20 scenes, exactly 0.05; c missed.
+    a, b, c = sign(10, 10, P1), sign(10, 10, M), sign(10, 10, D, w=20)
+    scenes = [scene(a), scene(b), scene(c), *lone_scenes(17)]
+    dets = [[hit(a, 0.9), far(0.8, P1)], [hit(b, 0.7)], [hit(c, 0.4), far(0.6, D)], *[[]] * 17]
+    assert operating_threshold(scenes, dets) == 0.7
+    point = operating_point(scenes, dets)
+    assert point["threshold"] == 0.7 and point["false_positives"] == 1 and point["fp_per_scene"] == 0.05
+    assert point["32px_and_over"] == {"signs": 2, "found": 2, "named": 2, "misnamed": 0, "recall_found": 1.0,
+                                      "recall_named": 1.0}
+    assert point["under_32px"]["recall_found"] == 0.0
+    # 40 scenes allow 2: every detection fits, and the threshold is the lowest score, 0.4; all signs found.
+    scenes, dets = scenes + lone_scenes(20), dets + [[]] * 20
+    assert operating_threshold(scenes, dets) == 0.4
+    assert operating_point(scenes, dets)["under_32px"]["recall_named"] == 1.0
+    # A larger budget or none: 0.1 per scene over 20 scenes allows 2; 0 allows none (above the 0.8 one: 0.9).
+    assert operating_threshold(scenes[:20], dets[:20], fp_budget=0.1) == 0.4
+    assert operating_threshold(scenes[:20], dets[:20], fp_budget=0.0) == 0.9
+
+
+def test_operating_threshold_keeps_or_drops_equal_scores_together():
+    # 20 scenes (1 allowed). 0.9 false, 0.8 true (a), and at 0.6 both a true one (b) and a false one. Keeping
+    # 0.6 would make 2 false positives, so both 0.6 detections go: threshold 0.8, b missed.
+    a, b = sign(10, 10, P1), sign(10, 10, M)
+    scenes = [scene(a), scene(b), *lone_scenes(18)]
+    dets = [[hit(a, 0.8), far(0.9, P1)], [hit(b, 0.6), far(0.6, M)], *[[]] * 18]
+    point = operating_point(scenes, dets)
+    assert point["threshold"] == 0.8 and point["false_positives"] == 1
+    assert point["32px_and_over"]["found"] == 1 and point["32px_and_over"]["recall_found"] == 0.5
+
+
+def test_operating_point_when_everything_is_false_or_empty():
+    # 10 scenes allow 0.5 false positives: none. Every detection is false, so the threshold goes just above the
+    # top score: nothing kept, the sign missed, no false positive.
+    a = sign(10, 10, P1)
+    scenes, dets = [scene(a), *lone_scenes(9)], [[far(0.9, P1), far(0.3, D, x=500)], *[[]] * 9]
+    threshold = operating_threshold(scenes, dets)
+    assert 0.9 < threshold <= 0.9 + 1e-12
+    point = operating_point(scenes, dets)
+    assert point["false_positives"] == 0 and point["32px_and_over"]["found"] == 0
+    # Empty scenes and no detections: nothing to keep or find; threshold 0, recall unknown (None, not 0).
+    point = operating_point(lone_scenes(3), [[]] * 3)
+    assert point["threshold"] == 0.0 and point["fp_per_scene"] == 0.0
+    assert point["under_32px"] == {"signs": 0, "found": 0, "named": 0, "misnamed": 0, "recall_found": None,
+                                   "recall_named": None}
+    assert operating_point([], [])["fp_per_scene"] is None
+    with pytest.raises(ValueError, match="fp_budget"):
+        operating_threshold([scene()], [[]], fp_budget=-0.1)
+
+
+def test_a_misnamed_sign_is_found_not_named_and_no_false_positive():
+    # A 40 px 30 km/h sign read as 50 km/h (0.9), a 20 px sign named (0.8), a 40 px sign named (0.7); no false
+    # positive, so the threshold is the lowest score and every sign is found, one of the large ones misnamed.
+    big, small, other = sign(10, 10, P1), sign(100, 10, D, w=20), sign(200, 10, M)
+    scenes = [scene(big, small, other)]
+    dets = [[hit(big, 0.9, class_id=2), hit(small, 0.8), hit(other, 0.7)]]
+    point = evaluate_detections(scenes, dets)["operating_point"]
+    assert point["threshold"] == 0.7 and point["false_positives"] == 0
+    assert point["32px_and_over"] == {"signs": 2, "found": 2, "named": 1, "misnamed": 1, "recall_found": 1.0,
+                                      "recall_named": 0.5}
+    assert point["under_32px"]["recall_named"] == 1.0
+    outcome = sign_outcomes(scenes, dets, 0.75)[0]
+    assert outcome.signs == (MISNAMED, NAMED, MISSED) and outcome.false == (False, False)

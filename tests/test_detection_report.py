@@ -15,6 +15,7 @@ from signlab.detection.report import (
     SIZE_BINS,
     draw_scene,
     draw_worst_scenes,
+    size_series,
     worst_scenes,
     write_detection_report,
 )
@@ -119,3 +120,18 @@ def test_recall_in_the_report_size_bins():
     assert [(b["min_px"], b["max_px"], b["signs"], b["found"]) for b in bins] == [
         (16, 24, 1, 1), (24, 32, 1, 0), (32, 48, 0, 0), (48, 64, 0, 0), (64, 128, 1, 1)]
     assert bins[2]["recall"] is None and bins[1]["recall"] == 0.0
+
+
+def test_recall_by_size_at_the_default_and_the_operating_threshold(tmp_path):
+    # A 20 px sign found at 0.3, a 40 px sign at 0.9, no false positive: at 0.5 only the large one counts; the
+    # operating point (the lowest score, 0.3) finds both. Two bars per bin, labelled by threshold.
+    small, large = SignBox(0, 0, 19, 19, 1), SignBox(100, 0, 139, 39, 1)
+    scenes = [write_scene(tmp_path, "s.png", small, large)]
+    detections = [[on(small, 0.3), on(large, 0.9)]]
+    series = size_series(scenes, detections, evaluate_detections(scenes, detections))
+    default, operating = series.values()
+    assert list(series) == ["score >= 0.5", "operating point: score >= 0.300, <= 0.05 FP/scene"]
+    assert [b["recall"] for b in default] == [0.0, None, 1.0, None, None]  # 16-24 has the small, 32-48 the large
+    assert [b["recall"] for b in operating] == [1.0, None, 1.0, None, None]
+    # metrics without an operating point (an older metrics.json) draw the default bars alone
+    assert len(size_series(scenes, detections, {"score_threshold": 0.5})) == 1

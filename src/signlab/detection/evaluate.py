@@ -2,7 +2,9 @@
 figures (signlab.detection.metrics) and, with --report, the report folder (signlab.detection.report).
 
 Scenes are detected at EVALUATION_THRESHOLD so that AP sees the whole precision-recall range; recall by size
-and false positives per scene are counted at the detector's default threshold, the one a person sees.
+and false positives per scene are counted at the detector's default threshold, the one a person sees, and
+again at the operating point: the lowest threshold within FP_BUDGET false positives per scene (never below
+EVALUATION_THRESHOLD, since nothing under it was detected).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 from signlab.detection.boxes import RANKED_CATEGORIES
 from signlab.detection.detect import DEFAULT_THRESHOLD, load_detector
+from signlab.detection.metrics import FP_BUDGET
 from signlab.errors import UserError
 
 EVALUATION_THRESHOLD = 0.01
@@ -53,16 +56,11 @@ def run_config(run: Path) -> dict:
     raise UserError(f"{run}: not a run folder, so its validation scenes are unknown; pass --data GTSDB_DIR")
 
 
-def evaluate_detector(target: str | Path, data: str | Path | None = None, report: str | Path | None = None,
-                      device: str = "auto", finder=None, backend: str | None = None) -> dict:
-    """Detect every scene, score the detections; returns the JSON-ready summary `signlab evaluate` prints.
-    finder: another first stage in front of the run's classifier (bench/finders.py compares them); backend:
-    as load_detector's (onnx: the files of `signlab export RUN`)."""
-    from signlab.detection.metrics import evaluate_detections
+def detect_scenes(detector, scenes: list, threshold: float = EVALUATION_THRESHOLD) -> tuple[list, list, list, float]:
+    """Every scene read and detected at `threshold`: the scenes read, their detections, one line per scene that
+    could not be read, and the seconds taken (reading included). Benches reuse the detections."""
     from signlab.detection.scenes import load_scene
 
-    detector = load_detector(target, device, finder=finder, backend=backend)
-    scenes, source = evaluation_scenes(Path(target), data)
     kept, detections, unreadable = [], [], []
     start = time.perf_counter()
     for scene in scenes:
@@ -73,11 +71,25 @@ def evaluate_detector(target: str | Path, data: str | Path | None = None, report
             print(e, file=sys.stderr)
             continue
         kept.append(scene)
-        detections.append(detector.detect(image, EVALUATION_THRESHOLD))
-    seconds = time.perf_counter() - start
+        detections.append(detector.detect(image, threshold))
+    return kept, detections, unreadable, time.perf_counter() - start
+
+
+def evaluate_detector(target: str | Path, data: str | Path | None = None, report: str | Path | None = None,
+                      device: str = "auto", finder=None, backend: str | None = None,
+                      fp_budget: float = FP_BUDGET) -> dict:
+    """Detect every scene, score the detections; returns the JSON-ready summary `signlab evaluate` prints.
+    finder: another first stage in front of the run's classifier (bench/finders.py compares them); backend:
+    as load_detector's (onnx: the files of `signlab export RUN`); fp_budget: false positives per scene allowed
+    at the operating point (metrics.operating_point)."""
+    from signlab.detection.metrics import evaluate_detections
+
+    detector = load_detector(target, device, finder=finder, backend=backend)
+    scenes, source = evaluation_scenes(Path(target), data)
+    kept, detections, unreadable, seconds = detect_scenes(detector, scenes)
     if not kept:
         raise UserError(f"{source}: none of its scenes could be read")
-    metrics = evaluate_detections(kept, detections, score_threshold=DEFAULT_THRESHOLD)
+    metrics = evaluate_detections(kept, detections, score_threshold=DEFAULT_THRESHOLD, fp_budget=fp_budget)
     summary = {"task": "detect", "target": str(target), "backend": backend or "torch", "data": source,
                "seconds": seconds, "scenes_per_second": len(kept) / seconds, "unreadable": unreadable,
                **{k: v for k, v in metrics.items() if k != "pr_curves"}}
@@ -87,6 +99,18 @@ def evaluate_detector(target: str | Path, data: str | Path | None = None, report
         write_detection_report(Path(report), kept, detections, metrics)
         summary["report"] = str(report)
     return summary
+
+
+def format_operating_point(p: dict) -> str:
+    """One line: recall found and found-and-named by size at the operating threshold, misnamed signs apart."""
+    def pct(v: float | None) -> str:
+        return "n/a" if v is None else f"{100 * v:.1f}"
+
+    sizes = "; ".join(f"{k.replace('_', ' ')}: found {pct(v['recall_found'])} %, named {pct(v['recall_named'])} % "
+                      f"of {v['signs']}" for k, v in p.items() if isinstance(v, dict))
+    misnamed = sum(v["misnamed"] for v in p.values() if isinstance(v, dict))
+    return (f"at <= {p['fp_budget']:g} FP/scene (score >= {p['threshold']:.3f}): {sizes}; {misnamed} misnamed; "
+            f"{p['fp_per_scene']:.2f} FP/scene")
 
 
 def format_detection_summary(s: dict) -> str:
@@ -100,7 +124,8 @@ def format_detection_summary(s: dict) -> str:
              f"mAP@0.5 over the three ranked categories: {pct(s['map50_categories'])} % ({per_category})",
              f"mAP@0.5 over the classes (find and name): {pct(s['map50_classes'])} %; "
              f"AP@[.5:.95]: {pct(s['ap50_95'])} %",
-             f"at score >= {s['score_threshold']}: recall {by_size}; {s['fp_per_scene']:.2f} false positives per scene"]
+             f"at score >= {s['score_threshold']}: recall {by_size}; {s['fp_per_scene']:.2f} false positives per scene",
+             format_operating_point(s["operating_point"])]
     if s.get("report"):
         lines.append(f"report: {s['report']}")
     return "\n".join(lines)

@@ -25,6 +25,11 @@ found sign of two: all-point AP 0.5, COCO 51/101 = 0.505); on GTSDB's 600 traini
 per category) with made-up random detections the two differed by under 0.2 points. Compare our figures with
 published VOC-style ones to a few tenths of a point, no finer.
 
+Operating point (issue #17: "recall >= 0.99 for signs >= 32 px at <= 0.05 false positives per scene"): the
+lowest score threshold whose false positives per scene stay within FP_BUDGET, and recall there. There a false
+positive is a detection that covers no sign at all (IoU 0.5, class-blind: match_any_class); a sign found but
+misnamed is counted apart, as misnamed, not as a false positive.
+
 Classes: "map50_classes" averages AP over the classes that have at least one sign in the ground truth (COCO
 leaves a class without signs out; its detections then cost nothing there); "ap50_by_class" names them.
 """
@@ -38,14 +43,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from signlab.classes import GTSRB_CLASS_NAMES
-from signlab.detection.boxes import RANKED_CATEGORIES, Detection, SignBox, category_of
+from signlab.detection.boxes import RANKED_CATEGORIES, Detection, SignBox, box_iou, category_of
 
 SMALL_PX = 32  # signs narrower than this are "small" (a third of GTSDB's), reported apart
 _IOU = 0.5
+FP_BUDGET = 0.05  # false positives per scene at the operating point: issue #17's goal
 
 
 @dataclass(frozen=True)
@@ -204,21 +211,51 @@ def match_scenes(scenes: Sequence, detections: Sequence[Sequence[Detection]],
     return [SceneMatch(tuple(f), k, tuple(r)) for f, k, r in zip(found, kept, right, strict=True)]
 
 
+def _corners(boxes) -> torch.Tensor:
+    """(N, 4) float64 inclusive corners from SignBoxes, Detections or anything array-like of that shape."""
+    if len(boxes) and isinstance(boxes[0], (SignBox, Detection)):
+        boxes = [(b.x1, b.y1, b.x2, b.y2) for b in boxes]
+    return torch.as_tensor(np.asarray(boxes, dtype=np.float64).reshape(-1, 4))
+
+
+def match_any_class(signs, detections, scores=None, iou: float = _IOU) -> list[int]:
+    """Which sign each detection covers, whatever the classes: per detection (in the order given) the index of
+    its sign, or -1 for none. The one home of "found" (a sign some detection covers) and of false positives
+    (detections that cover none).
+
+    Greedy, as COCO's and the training's validation: detections in descending score (ties in the order given)
+    each take the untaken sign of highest IoU >= iou (ties: the first sign). A second detection on a taken
+    sign therefore covers nothing. signs: SignBoxes or (M, 4) corners; detections: Detections (their scores
+    used) or (N, 4) corners with scores (N,).
+    """
+    if scores is None:
+        scores = [d.score for d in detections]
+    sign_boxes, det_boxes = _corners(signs), _corners(detections)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if len(scores) != len(det_boxes):
+        raise ValueError(f"{len(det_boxes)} detections but {len(scores)} scores")
+    sign_of = [-1] * len(det_boxes)
+    if not len(sign_boxes) or not len(det_boxes):
+        return sign_of
+    overlap = box_iou(det_boxes, sign_boxes)  # (N, M)
+    taken = torch.zeros(len(sign_boxes), dtype=torch.bool)
+    for i in np.argsort(-scores, kind="stable").tolist():
+        row = overlap[i].masked_fill(taken, -1.0)
+        j = int(row.argmax())  # the first of equal maxima
+        if row[j] >= iou:
+            taken[j] = True
+            sign_of[i] = j
+    return sign_of
+
+
 def unmatched_per_scene(scenes: Sequence, detections: Sequence[Sequence[Detection]],
                         score_threshold: float = 0.5) -> list[int]:
     """Per scene, the detections (score >= threshold) that cover no sign at IoU 0.5, whatever the classes:
     the false alarms a driver would see, a misnamed sign not among them."""
     _check(scenes, detections, score_threshold)
-    gt = [{"image_id": i, "category_id": 0, "bbox": _coco_box(s)} for i, scene in enumerate(scenes)
-          for s in scene.boxes]
-    dt = [{"image_id": i, "category_id": 0, "bbox": _coco_box(d), "score": float(d.score)}
-          for i, found in enumerate(detections) for d in found if d.score >= score_threshold]
-    evaluator = _evaluate(len(scenes), [0], gt, dt, [_IOU], use_cats=False, accumulate=False)
-    counts = [0] * len(scenes)
-    for result in evaluator.evalImgs:
-        if result is not None:
-            counts[result["image_id"]] = int((result["dtMatches"][0] == 0).sum())
-    return counts
+    return [match_any_class(scene.boxes, kept).count(-1)
+            for scene, kept in ((s, [d for d in found if d.score >= score_threshold])
+                                for s, found in zip(scenes, detections, strict=True))]
 
 
 def recall_by_width(scenes: Sequence, matches: Sequence[SceneMatch], edges: Sequence[float]) -> list[dict]:
@@ -234,12 +271,87 @@ def recall_by_width(scenes: Sequence, matches: Sequence[SceneMatch], edges: Sequ
     return bins
 
 
+NAMED, MISNAMED, MISSED = "named", "misnamed", "missed"
+
+
+@dataclass(frozen=True)
+class SceneOutcome:
+    """One scene at one score threshold, as a driver would see it."""
+
+    signs: tuple[str, ...]  # per sign: NAMED (a detection of its class covers it), MISNAMED (only others do), MISSED
+    detections: tuple[Detection, ...]  # the detections kept (score >= threshold), in the order given
+    false: tuple[bool, ...]  # per kept detection: it covers no sign at all (match_any_class), a false positive
+
+
+def sign_outcomes(scenes: Sequence, detections: Sequence[Sequence[Detection]],
+                  score_threshold: float) -> list[SceneOutcome]:
+    """Each sign named, misnamed or missed and each kept detection false or not, at score >= threshold.
+
+    "Named" is match_scenes' class-aware matching, "found" match_any_class's; a sign named counts as found
+    even where the class-blind matching gave its detection to an overlapping sign, so named <= found."""
+    _check(scenes, detections, 0.0)
+    # filtered here rather than by match_scenes, whose threshold stops at 1: operating_threshold may lie above
+    kept = [[d for d in found if d.score >= score_threshold] for found in detections]
+    outcomes = []
+    for scene, match in zip(scenes, match_scenes(scenes, kept, 0.0), strict=True):
+        sign_of = match_any_class(scene.boxes, match.detections)
+        covered = set(sign_of)
+        signs = tuple(NAMED if named else MISNAMED if j in covered else MISSED for j, named in enumerate(match.found))
+        outcomes.append(SceneOutcome(signs, match.detections, tuple(j < 0 for j in sign_of)))
+    return outcomes
+
+
+def operating_threshold(scenes: Sequence, detections: Sequence[Sequence[Detection]],
+                        fp_budget: float = FP_BUDGET) -> float:
+    """The lowest score threshold at which the detections scoring >= it make at most fp_budget false positives
+    per scene (detections covering no sign at IoU 0.5, whatever the classes; a misnamed sign is not one).
+
+    Matching is greedy in score order, so lowering the threshold only adds false positives: one matching of
+    every detection gives the count at each threshold. The answer is one of the detections' scores (detections
+    of equal score are kept or dropped together), the lowest score when every detection fits the budget (0.0
+    without detections), or just above the top score (nothing kept) when even that is over budget. Nothing
+    below the scores given is known: detections made at 0.01 cannot give a threshold under 0.01.
+    """
+    _check(scenes, detections, 0.0)
+    if fp_budget < 0:
+        raise ValueError(f"fp_budget must be >= 0 false positives per scene, got {fp_budget}")
+    scores, false_scores = [], []
+    for scene, found in zip(scenes, detections, strict=True):
+        scores += [d.score for d in found]
+        false_scores += [d.score for d, j in zip(found, match_any_class(scene.boxes, found), strict=True) if j < 0]
+    allowed = math.floor(fp_budget * len(scenes) + 1e-9)  # 0.29 x 100 is 28.999999999999996 in floats
+    if len(false_scores) <= allowed:
+        return min(scores, default=0.0)
+    limit = sorted(false_scores, reverse=True)[allowed]  # the first false positive over budget: drop it
+    return min((v for v in scores if v > limit), default=math.nextafter(limit, math.inf))
+
+
+def operating_point(scenes: Sequence, detections: Sequence[Sequence[Detection]],
+                    fp_budget: float = FP_BUDGET) -> dict:
+    """At operating_threshold: recall found (any class) and found and named, for signs under SMALL_PX wide and
+    the rest, the misnamed signs apart, and the false positives per scene; JSON-ready."""
+    threshold = operating_threshold(scenes, detections, fp_budget)
+    outcomes = sign_outcomes(scenes, detections, threshold)
+    false = sum(sum(o.false) for o in outcomes)
+    point = {"fp_budget": fp_budget, "threshold": threshold, "false_positives": false,
+             "fp_per_scene": false / len(scenes) if scenes else None}
+    statuses = [(s.width < SMALL_PX, status) for scene, o in zip(scenes, outcomes, strict=True)
+                for s, status in zip(scene.boxes, o.signs, strict=True)]
+    for small, key in ((True, f"under_{SMALL_PX}px"), (False, f"{SMALL_PX}px_and_over")):
+        counts = {v: sum(1 for sm, st in statuses if sm == small and st == v) for v in (NAMED, MISNAMED, MISSED)}
+        n, found = sum(counts.values()), counts[NAMED] + counts[MISNAMED]
+        point[key] = {"signs": n, "found": found, "named": counts[NAMED], "misnamed": counts[MISNAMED],
+                      "recall_found": found / n if n else None, "recall_named": counts[NAMED] / n if n else None}
+    return point
+
+
 def evaluate_detections(scenes: Sequence, detections: Sequence[Sequence[Detection]],
-                        score_threshold: float = 0.5) -> dict:
+                        score_threshold: float = 0.5, fp_budget: float = FP_BUDGET) -> dict:
     """The detection benchmark's figures as a JSON-ready dict (the module docstring says how AP is counted).
 
     scenes: objects with .boxes (SignBox); detections[i]: scene i's detections at any score (AP uses them all;
-    recall and false positives only those with score >= score_threshold).
+    recall and false positives only those with score >= score_threshold; "operating_point" those at
+    operating_threshold for fp_budget).
     """
     _check(scenes, detections, score_threshold)
     by_category = _category_eval(scenes, detections)
@@ -266,6 +378,7 @@ def evaluate_detections(scenes: Sequence, detections: Sequence[Sequence[Detectio
         "recall_by_size": {f"under_{SMALL_PX}px": small, f"{SMALL_PX}px_and_over": large},
         "fp_per_scene": sum(false_positives) / len(scenes) if scenes else None,
         "false_positives": sum(false_positives),
+        "operating_point": operating_point(scenes, detections, fp_budget),
         "pr_curves": {c: _pr_curve(by_category, k) for k, c in enumerate(RANKED_CATEGORIES)},
         "scenes": len(scenes),
         "signs": int(counts.sum()),

@@ -35,7 +35,8 @@ def write_detection_report(out_dir: Path | str, scenes: Sequence, detections: Se
     """Write metrics.json, pr_curves.png, recall_by_size.png and worst_scenes.png into out_dir; their paths.
 
     metrics is evaluate_detections' dict for these scenes and detections; its score_threshold decides which
-    detections count as made (recall, errors, the gallery's boxes). Scenes are read from scene.path.
+    detections count as made (recall, errors, the gallery's boxes); recall by size is drawn at its
+    operating_point's threshold too. Scenes are read from scene.path.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -45,7 +46,7 @@ def write_detection_report(out_dir: Path | str, scenes: Sequence, detections: Se
     return [
         metrics_path,
         plot_pr_curves(metrics, out / "pr_curves.png"),
-        plot_recall_by_size(scenes, matches, metrics.get("score_threshold", 0.5), out / "recall_by_size.png"),
+        plot_recall_by_size(scenes, size_series(scenes, detections, metrics), out / "recall_by_size.png"),
         draw_worst_scenes(scenes, matches, out / "worst_scenes.png", worst),
     ]
 
@@ -80,25 +81,44 @@ def plot_pr_curves(metrics: dict, path: Path) -> Path:
     return _save(fig, path)
 
 
-def plot_recall_by_size(scenes: Sequence, matches: Sequence[SceneMatch], score_threshold: float,
-                        path: Path, edges: Sequence[float] = SIZE_BINS) -> Path:
-    """Recall (class must be right, IoU 0.5) of the signs in each width bin, with each bin's sign count."""
-    bins = recall_by_width(scenes, matches, edges)
-    fig = Figure(figsize=(6, 4), layout="constrained")
+def size_series(scenes: Sequence, detections: Sequence[Sequence[Detection]], metrics: dict,
+                edges: Sequence[float] = SIZE_BINS) -> dict[str, list[dict]]:
+    """The recall-by-size plot's bars: recall_by_width's bins at the default threshold and, where metrics has
+    one, at the operating point; keyed by the legend's label."""
+    threshold = metrics.get("score_threshold", 0.5)
+    series = {f"score >= {threshold:g}": recall_by_width(scenes, match_scenes(scenes, detections, threshold), edges)}
+    point = metrics.get("operating_point")
+    if point is not None:
+        # filtered here: the operating threshold may lie just above 1 (nothing kept), past match_scenes' range
+        kept = [[d for d in found if d.score >= point["threshold"]] for found in detections]
+        label = f"operating point: score >= {point['threshold']:.3f}, <= {point['fp_budget']:g} FP/scene"
+        series[label] = recall_by_width(scenes, match_scenes(scenes, kept, 0.0), edges)
+    return series
+
+
+def plot_recall_by_size(scenes: Sequence, series: dict[str, list[dict]], path: Path) -> Path:
+    """Recall (class must be right, IoU 0.5) of the signs in each width bin, one bar per threshold in series
+    (size_series), each with its found/signs count."""
+    fig = Figure(figsize=(7, 4.2), layout="constrained")
     ax = fig.add_subplot()
-    labels = [f"{b['min_px']}-{b['max_px']}" for b in bins]
-    heights = [b["recall"] or 0.0 for b in bins]
-    bars = ax.bar(labels, heights, color="#4878cf")
-    for bar, b in zip(bars, bins, strict=True):
-        text = f"{b['found']}/{b['signs']}" if b["signs"] else "no signs"
-        ax.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom",
-                    xytext=(0, 2), textcoords="offset points", fontsize=8)
-    ax.set_ylim(0, 1.12)
+    first = next(iter(series.values()))
+    labels = [f"{b['min_px']}-{b['max_px']}" for b in first]
+    width = 0.8 / len(series)
+    for k, (name, bins) in enumerate(series.items()):
+        xs = [i + (k - (len(series) - 1) / 2) * width for i in range(len(bins))]
+        bars = ax.bar(xs, [b["recall"] or 0.0 for b in bins], width, label=name)
+        for bar, b in zip(bars, bins, strict=True):
+            text = f"{b['found']}/{b['signs']}" if b["signs"] else "none"
+            ax.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom",
+                        xytext=(0, 2), textcoords="offset points", fontsize=7)
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_ylim(0, 1.2)
     ax.set_xlabel("sign width (px)")
-    ax.set_ylabel("recall")
-    outside = sum(len(scene.boxes) for scene in scenes) - sum(b["signs"] for b in bins)
-    note = f"; {outside} signs outside {edges[0]}-{edges[-1]} px not shown" if outside else ""
-    fig.suptitle(f"Recall by sign size at score >= {score_threshold:g}{note}", fontsize=10)
+    ax.set_ylabel("recall, found and named")
+    ax.legend(loc="upper left", fontsize=8)
+    outside = sum(len(scene.boxes) for scene in scenes) - sum(b["signs"] for b in first)
+    note = f"; {outside} signs outside {first[0]['min_px']}-{first[-1]['max_px']} px not shown" if outside else ""
+    fig.suptitle(f"Recall by sign size{note}", fontsize=10)
     return _save(fig, path)
 
 

@@ -28,8 +28,9 @@ from tqdm import tqdm
 from signlab import checkpoint as ckpt
 from signlab import metrics_csv
 from signlab.config import TrainConfig
-from signlab.detection.boxes import CATEGORIES, box_iou
+from signlab.detection.boxes import CATEGORIES
 from signlab.detection.finder import SignFinder, encode_targets, finder_loss, to_input
+from signlab.detection.metrics import match_any_class
 from signlab.errors import UserError
 from signlab.models import count_macs, count_parameters, create_model, model_task
 from signlab.models.detector import STRIDE
@@ -293,22 +294,12 @@ def end_epoch(cfg: TrainConfig, run: Path, model: torch.nn.Module, optimizer: to
 def finder_recall(finder: SignFinder, scenes: SceneSet, threshold: float = VAL_THRESHOLD,
                   iou: float = VAL_IOU) -> tuple[float, float]:
     """Share of the signs found (any category) at IoU >= iou among proposals scoring >= threshold, and the
-    proposals per scene that match no sign; each sign matches one proposal at most, best score first."""
+    proposals per scene that match no sign (metrics.match_any_class: one proposal per sign, best score first)."""
     found = signs = false = 0
     for image, truth in zip(scenes.images, scenes.boxes, strict=True):
-        boxes, _, _ = finder.propose(image, threshold)
+        boxes, scores, _ = finder.propose(image, threshold)
+        sign_of = match_any_class(truth, boxes.detach().cpu(), scores.detach().float().cpu(), iou)
         signs += len(truth)
-        if not len(truth):
-            false += len(boxes)
-            continue
-        overlap = box_iou(boxes, torch.from_numpy(truth)) if len(boxes) else torch.zeros(0, len(truth))
-        taken = torch.zeros(len(truth), dtype=torch.bool)
-        for row in overlap:  # proposals come best first
-            row = row.masked_fill(taken, -1.0)
-            j = int(row.argmax())
-            if row[j] >= iou:
-                taken[j] = True
-            else:
-                false += 1
-        found += int(taken.sum())
+        found += len(sign_of) - sign_of.count(-1)
+        false += sign_of.count(-1)
     return found / max(signs, 1), false / max(len(scenes), 1)
