@@ -30,7 +30,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runtimes import git_revision, machine  # noqa: E402 - bench/ is not a package
+from records import gemm_peak  # noqa: E402 - bench/ is not a package
+from runtimes import git_revision, machine  # noqa: E402
 
 from signlab.errors import UserError  # noqa: E402
 from signlab.runtime import cpu_has_bf16, default_threads  # noqa: E402
@@ -50,18 +51,6 @@ class CountingFinder:
         boxes, scores, cats = self.inner.propose(scene, threshold)
         self.proposals += len(boxes)
         return boxes, scores, cats
-
-
-def gemm_gflops(n: int = GEMM_N, repeats: int = 5) -> float:
-    """Best fp32 matmul GFLOP/s of torch with its current thread count."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)  # warm-up: the first call allocates and picks its kernel
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - start)
-    return 2 * n ** 3 / best / 1e9
 
 
 def detectors(run: Path, export: Path | None) -> tuple[dict, dict[str, str]]:
@@ -174,9 +163,9 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--data {args.data}: no scenes there")
         found, missing = detectors(run, Path(args.export) if args.export else None)
         finder_macs, crop_macs = macs(run, scenes)
-        peak_before = gemm_gflops()
+        peak_before = gemm_peak(torch.float32, GEMM_N, repeats=5)
         measured = measure(found, scenes, args.threshold, args.repeats)
-        peak = max(peak_before, gemm_gflops())
+        peak = max(peak_before, gemm_peak(torch.float32, GEMM_N, repeats=5))
     except UserError as e:
         print(f"detection_speed: error: {e}", file=sys.stderr)
         return 2
