@@ -158,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["OMP_NUM_THREADS"] = str(threads)  # onnxruntime sessions take their thread count from it
         torch.set_num_threads(threads)
         run = Path(args.run)
+        if not Path(args.data).is_dir():
+            raise UserError(f"--data {args.data}: no such folder; pass the GTSDB scenes' folder")
         scenes = [load_scene(p) for p in list(image_files(Path(args.data)))[:args.scenes]]
         if not scenes:
             raise UserError(f"--data {args.data}: no scenes there")

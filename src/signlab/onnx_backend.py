@@ -57,6 +57,9 @@ def open_session(path: str | Path, device: str):
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = default_threads()
+    # Idle workers would otherwise spin after each run and hold the cores that the torch and NumPy steps around
+    # it need (a detector's peaks, NMS and crops ran 4x slower on 2 threads, bench/detection_speed.py).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3  # errors only: its warnings are about graph rewrites, not the user's input
     try:
         return ort.InferenceSession(str(path), options, providers=providers(device))
