@@ -248,7 +248,9 @@ def quantize_int8(fp32: Path, out: Path, images: np.ndarray) -> float:
     activations, ranges calibrated (min/max) on `images`. Only Conv, Gemm and MatMul are quantised: the
     preprocessing ops stay float, so the contrast step stays exact. No quant_pre_process: its symbolic shape
     inference fails on the equaliser's graph, and without it the fast run's int8 model is within 0.03 point of
-    fp32 (docs/deploy.md). Returns the int8 model's agreement with fp32's top-1 class on `images`."""
+    fp32 (docs/deploy.md). reduce_range: with full 8-bit weights the fast run lost 2 points on an AVX2-only CPU,
+    where onnxruntime's u8s8 kernels saturate; with it, none (docs/deploy.md). Returns the int8 model's
+    agreement with fp32's top-1 class on `images`."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Batches(CalibrationDataReader):
@@ -264,7 +266,8 @@ def quantize_int8(fp32: Path, out: Path, images: np.ndarray) -> float:
         root.setLevel(logging.ERROR)  # onnxruntime logs its advice to run quant_pre_process (see above) there
         quantize_static(str(fp32), str(tmp), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        op_types_to_quantize=["Conv", "Gemm", "MatMul"])
+                        op_types_to_quantize=["Conv", "Gemm", "MatMul"],
+                        reduce_range=True)  # 7-bit weights: u8s8 kernels saturate on CPUs without VNNI
         os.replace(tmp, out)
     except OSError as e:
         raise UserError(f"{out}: cannot write the int8 model ({e.strerror or e}); choose another --out") from None
