@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from conftest import make_detection_run
+from conftest import make_detection_run, write_tiny_classifier
 
 from signlab.cli import main
 from signlab.detection import detect as detect_module
@@ -59,6 +59,18 @@ def test_a_detector_that_finds_and_names_every_sign_scores_one(run, scenes, monk
     point = s["operating_point"]  # nothing false at any score: the threshold is the lowest score detected
     assert point["fp_budget"] == 0.05 and point["fp_per_scene"] == 0 and point["threshold"] > 0
     assert all(point[k]["recall_named"] in (None, 1.0) for k in ("under_32px", "32px_and_over"))
+
+
+def test_fp_budget_sets_the_operating_point(run, scenes, monkeypatch, capsys):
+    point = evaluate_json(run, scenes, monkeypatch, capsys, extra=["--fp-budget", "0.5"])["operating_point"]
+    assert point["fp_budget"] == 0.5
+
+
+def test_fp_budget_on_a_classifier_is_one_line(tmp_path, capsys):
+    weights = write_tiny_classifier(tmp_path / "clf.safetensors")
+    assert main(["evaluate", str(weights), "--fp-budget", "0.1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--fp-budget is for detection runs" in err and len(err.splitlines()) == 1
 
 
 def test_a_blind_detector_scores_zero_and_the_text_says_so(run, scenes, monkeypatch, capsys):

@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--report", metavar="DIR", help="write confusion matrix, per-class CSV and galleries here")
     e.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="test-time augmentation (default: as the model was trained to be used)")
+    e.add_argument("--fp-budget", type=argparse_type(Option("--fp-budget", "", at_least(0)), float), metavar="F",
+                   help="detection runs: false positives per scene allowed at the operating point (default 0.05)")
     add_options(e, INFERENCE_OPTIONS)
 
     p = sub.add_parser("predict", help="classify image files")
@@ -205,10 +207,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         if args.tta:
             raise UserError(f"{args.target}: a detection run is evaluated without TTA; drop --tta")
+        budget = {} if args.fp_budget is None else {"fp_budget": args.fp_budget}
         summary = evaluate_detector(args.target, args.data, args.report, args.device or "auto",
-                                    backend=args.backend)
+                                    backend=args.backend, **budget)
         print(json.dumps(summary) if args.json else format_detection_summary(summary))
         return 0
+    if args.fp_budget is not None:
+        raise UserError(f"{args.target}: --fp-budget is for detection runs; this is a classifier")
     summary = evaluate(args.target, args.data, report=args.report, device=args.device or "auto", tta=args.tta,
                        batch_size=args.batch_size or 256, backend=args.backend or "torch")
     print(json.dumps(summary) if args.json else format_summary(summary))

@@ -23,7 +23,7 @@ import torch
 
 from signlab.detection.boxes import CATEGORIES
 from signlab.detection.detect import CLASSIFIER_FILE, DEFAULT_THRESHOLD, check_detection_run
-from signlab.detection.finder import NMS_IOU, TOP_K, SceneGraph, SignFinder
+from signlab.detection.finder import NMS_IOU, TOP_K, SignFinder
 from signlab.detection.onnx_backend import (
     CLASSIFIER_ONNX,
     EXPORT_FOLDER,
@@ -60,7 +60,7 @@ def export_detector(target: str | Path, out: str | Path | None = None, int8: boo
     finder = load_finder(run, torch.device("cpu"))
     finder.bf16 = "off"  # the reference is fp32, as onnxruntime computes
     finder.model.to(memory_format=torch.contiguous_format)
-    proto = graph_to_onnx(SceneGraph(finder.model).eval(), torch.zeros(1, *CHECK_SIZE, 3, dtype=torch.uint8),
+    proto = graph_to_onnx(finder.graph.eval(), torch.zeros(1, *CHECK_SIZE, 3, dtype=torch.uint8),
                           SCENE_INPUT, MAPS_OUTPUT, {1: torch.export.Dim.DYNAMIC, 2: torch.export.Dim.DYNAMIC},
                           f"{weights}: finder {info['config'].get('model')}")
     set_finder_metadata(proto, info, weights)

@@ -10,7 +10,7 @@ heatmap, log(size / STRIDE) and the centre's offset inside the cell.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -159,12 +159,16 @@ class SignFinder(MapsFinder):
     model: nn.Module
     device: torch.device
     bf16: str = "off"
+    graph: SceneGraph = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.graph = SceneGraph(self.model)
 
     @torch.no_grad()
     def maps(self, scene: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(np.array(scene))[None].to(self.device)  # a copy: scenes may be read-only
         with autocast(self.device, self.bf16):
-            out = SceneGraph(self.model)(x)
+            out = self.graph(x)
         return out[0].float().cpu()
 
 
