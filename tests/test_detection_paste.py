@@ -79,8 +79,9 @@ def test_pasting_is_deterministic_and_its_boxes_lie_where_the_pixels_changed(ban
     pasted = 0
     for seed in range(12):
         crop = scene_crop(seed)
-        out, boxes, cats = paste_signs(crop, held, np.array([0]), bank, np.random.default_rng(seed), taken=partly)
-        again = paste_signs(crop, held, np.array([0]), bank, np.random.default_rng(seed), taken=partly)
+        out, boxes, cats = paste_signs(crop.copy(), held, np.array([0]), bank, np.random.default_rng(seed),
+                                       taken=partly)
+        again = paste_signs(crop.copy(), held, np.array([0]), bank, np.random.default_rng(seed), taken=partly)
         assert np.array_equal(out, again[0]) and np.array_equal(boxes, again[1]) and np.array_equal(cats, again[2])
         assert boxes.dtype == np.float32 and cats.dtype == np.int64 and len(boxes) == len(cats)
         assert np.array_equal(boxes[:1], held) and cats[0] == 0 and out.shape == crop.shape

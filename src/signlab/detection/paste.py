@@ -218,11 +218,10 @@ def _paste_one(rng: np.random.Generator, crop: np.ndarray, patch: np.ndarray, x0
 
 def paste_signs(crop: np.ndarray, boxes: np.ndarray, cats: np.ndarray, bank: SignBank, rng: np.random.Generator,
                 taken: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Paste 1-3 bank signs into a square crop (S, S, 3) uint8 at free places, each wholly inside it; returns the
-    new crop and the boxes (inclusive pixel corners, float32) and category indices with the pasted ones appended.
-    taken: boxes to keep clear of besides `boxes` (signs only partly in the crop)."""
+    """Paste 1-3 bank signs into a square crop (S, S, 3) uint8, in place, at free places, each wholly inside it;
+    returns the crop and the boxes (inclusive pixel corners, float32) and category indices with the pasted ones
+    appended. taken: boxes to keep clear of besides `boxes` (signs only partly in the crop)."""
     size = crop.shape[0]
-    crop = crop.copy()
     occupied = [*map(tuple, boxes), *(map(tuple, taken) if taken is not None else ())]
     new_boxes, new_cats = [], []
     for _ in range(int(rng.integers(1, 4))):

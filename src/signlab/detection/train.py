@@ -151,8 +151,7 @@ def make_batch(data: SceneSet, idx: np.ndarray, size: int, rng: np.random.Genera
     for i in idx:
         crop, b, c, every = sample_crop(data.images[i], data.boxes[i], data.categories[i], size, rng)
         if bank is not None and paste > 0 and rng.random() < paste:  # off: no draw, so the crops stay as they were
-            pasted, b, c = paste_signs(crop.numpy(), b, c, bank, rng, taken=every)
-            crop = torch.from_numpy(pasted)
+            _, b, c = paste_signs(crop.numpy(), b, c, bank, rng, taken=every)  # into the crop's memory
         if rng.random() < 0.5:  # a mirrored sign keeps its category (left and right turns are both mandatory)
             crop = crop.flip(1)
             b = np.stack([size - 1 - b[:, 2], b[:, 1], size - 1 - b[:, 0], b[:, 3]], axis=1).reshape(-1, 4)
