@@ -141,6 +141,8 @@ def test_a_classify_run_takes_no_paste_flags(tmp_path):
         train(root, paste=0.5, out=str(tmp_path / "run"), epochs=1)
     with pytest.raises(UserError, match="--paste-from: "):
         train(root, paste_from=str(root), out=str(tmp_path / "run"), epochs=1)
+    with pytest.raises(UserError, match="pastes nothing at --paste 0; give --paste P too"):
+        train(root, task="detect", paste_from=str(root), classifier=str(root), out=str(tmp_path / "run"))
     with pytest.raises(UserError, match=r"--paste 1.5: must be in \[0, 1\]"):
         train(root, task="detect", paste=1.5, out=str(tmp_path / "run"))
 

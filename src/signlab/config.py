@@ -291,6 +291,9 @@ def check_task(cfg: TrainConfig, where: str) -> None:
     if task == "classify" and (cfg.paste > 0 or cfg.paste_from):
         raise UserError(f"--paste{'-from' if cfg.paste_from else ''}: pastes signs into detection scenes; a classify "
                         f"run takes no such flag; drop it{where}")
+    if task == "detect" and cfg.paste_from and cfg.paste == 0:
+        raise UserError(f"--paste-from {cfg.paste_from}: pastes nothing at --paste 0; give --paste P too, e.g. "
+                        f"--paste 0.5{where}")
     if task == "detect" and not cfg.data:
         raise UserError("--data: a detection run trains on a GTSDB scene folder (scenes and gt.txt); pass "
                         "--data GTSDB_DIR")
