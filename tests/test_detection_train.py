@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import make_gtsrb_train
 from PIL import Image, ImageDraw
 from safetensors.torch import load_file
 
@@ -125,13 +126,23 @@ def test_a_tiny_finder_finds_easy_signs_in_scenes_it_never_saw(tmp_path, scenes,
     assert recall >= 0.9 and fp_per_scene <= 0.5, (recall, fp_per_scene, lines[-3:])
 
 
-def test_a_stopped_run_resumes_bit_identically(tmp_path, road_scenes, classifier, one_torch_thread):
+@pytest.mark.parametrize("paste", ["off", "drawn", "gtsrb"])
+def test_a_stopped_run_resumes_bit_identically(tmp_path, road_scenes, classifier, one_torch_thread, paste):
     """fp32 pinned. The second run is stopped by SIGINT at the start of its second epoch and resumed: the same
-    weights as the uninterrupted run."""
+    weights as the uninterrupted run; with signs pasted into every crop too (signlab.detection.paste), drawn
+    ones or a GTSRB folder's."""
     options = {**TINY, "classifier": str(classifier), "epochs": 2, "bf16": "off", "val_fraction": 0.25,
                "image_size": 64, "batch_size": 4,
                "model_options": {"widths": [8, 8, 8, 8], "blocks": [1, 1, 1], "neck": 8}}
-    train(road_scenes, out=str(tmp_path / "whole"), log=lambda _: None, **options)
+    if paste != "off":
+        options["paste"] = 1.0
+    if paste == "gtsrb":
+        options["paste_from"] = str(make_gtsrb_train(tmp_path / "gtsrb", classes=(13, 14, 32), stored_size=32))
+    lines: list[str] = []
+    train(road_scenes, out=str(tmp_path / "whole"), log=lines.append, **options)
+    banner = {"off": None, "drawn": "paste: 129 signs of 43 classes from signlab's drawn signs (p=1.0)",
+              "gtsrb": f"paste: 36 signs of 3 classes from {options.get('paste_from')} (p=1.0)"}[paste]
+    assert [line for line in lines if line.startswith("paste:")] == ([banner] if banner else [])
 
     def stop_after_the_first_epoch(line: str) -> None:
         if line.startswith("epoch   1/"):

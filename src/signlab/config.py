@@ -47,6 +47,10 @@ def check_folder(path: str) -> str | None:
     return None if Path(path).is_dir() else "no such folder; give a GTSRB or class-per-folder dataset folder"
 
 
+def check_paste_from(path: str) -> str | None:
+    return None if Path(path).is_dir() else "no such folder; give a GTSRB training folder (Images/000NN/GT-000NN.csv)"
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     # data
@@ -70,6 +74,10 @@ class TrainConfig:
                        "--data is in GTSDB's layout; default)", one_of(*TASKS))
     classifier: str | None = option(None, "--classifier", "detect: the GTSRB classifier (run folder or weights "
                                     "file) that names the signs found; copied into the run", check_classifier)
+    paste: float = option(0.0, "--paste", "detect: probability that a training crop gets 1-3 more signs pasted in "
+                          "(copy-paste augmentation; 0 = off, default)", between(0, 1))
+    paste_from: str | None = option(None, "--paste-from", "detect: paste GTSRB's signs from this training folder "
+                                    "(Images/000NN/GT-000NN.csv; default: signlab's drawn signs)", check_paste_from)
     # model
     model: str = option("signnet", "--model", "model name (default signnet)", check_model)
     model_options: dict = option(None, None, "passed to the model factory", default_factory=dict)
@@ -220,7 +228,8 @@ def resolve_train_config(given: dict, log: Callable[[str], object] = print) -> T
     if "model" in given and given["model"] != fields_set.get("model", given["model"]):
         fields_set.pop("model_options", None)  # a preset's model options belong to the preset's model
     fields_set = merge(fields_set, given)
-    for key in ("data", "val_data", "classifier"):  # absolute, so a resume from another folder finds the same data
+    # absolute, so that a resume from another folder finds the same data
+    for key in ("data", "val_data", "classifier", "paste_from"):
         if fields_set.get(key):
             fields_set[key] = str(Path(fields_set[key]).resolve())
     where = f" (from --preset {preset})" if preset else ""
@@ -279,6 +288,12 @@ def check_task(cfg: TrainConfig, where: str) -> None:
     if model_task(cfg.model) != task:
         raise UserError(f"--model {cfg.model}: a {model_task(cfg.model)} model, but this is a {task} run; choose "
                         f"one of {', '.join(list_models(task))}{where}")
+    if task == "classify" and (cfg.paste > 0 or cfg.paste_from):
+        raise UserError(f"--paste{'-from' if cfg.paste_from else ''}: pastes signs into detection scenes; a classify "
+                        f"run takes no such flag; drop it{where}")
+    if task == "detect" and cfg.paste_from and cfg.paste == 0:
+        raise UserError(f"--paste-from {cfg.paste_from}: pastes nothing at --paste 0; give --paste P too, e.g. "
+                        f"--paste 0.5{where}")
     if task == "detect" and not cfg.data:
         raise UserError("--data: a detection run trains on a GTSDB scene folder (scenes and gt.txt); pass "
                         "--data GTSDB_DIR")

@@ -118,16 +118,20 @@ def decode_image(path: str | Path, size: int, roi=None, csv_size=None,
 def crop_resize(rgb: Image.Image, size: int, roi=None, csv_size=None) -> np.ndarray:
     """A decoded RGB frame's ROI (on the CSV's grid), or the whole frame, resized to (size, size, 3) uint8.
     Public so that bench/robustness.py crops a perturbed frame exactly as decoding crops a file."""
-    box = None
-    if roi is not None:
-        # The CSV gives the ROI on the original grid; this copy may be stored at another size.
-        sx, sy = rgb.width / csv_size[0], rgb.height / csv_size[1]
-        x1, y1, x2, y2 = roi
-        box = (max(0.0, x1 * sx), max(0.0, y1 * sy), min(rgb.width, x2 * sx), min(rgb.height, y2 * sy))
-        if box[2] - box[0] < 1 or box[3] - box[1] < 1:
-            box = None  # a degenerate ROI: keep the whole frame rather than drop the sample
+    box = roi_box(rgb.size, roi, csv_size) if roi is not None else None  # degenerate: the whole frame
     out = rgb.resize((size, size), Image.Resampling.BILINEAR, box=box, reducing_gap=None)
     return np.asarray(out, dtype=np.uint8)
+
+
+def roi_box(stored_size: tuple[int, int], roi, csv_size) -> tuple[float, float, float, float] | None:
+    """The ROI (x1, y1, x2 + 1, y2 + 1 on the CSV's grid) in the stored image's pixels, clipped to it; None when
+    it is degenerate (under a pixel wide or high)."""
+    # The CSV gives the ROI on the original grid; this copy may be stored at another size.
+    w, h = stored_size
+    sx, sy = w / csv_size[0], h / csv_size[1]
+    x1, y1, x2, y2 = roi
+    box = (max(0.0, x1 * sx), max(0.0, y1 * sy), min(w, x2 * sx), min(h, y2 * sy))
+    return None if box[2] - box[0] < 1 or box[3] - box[1] < 1 else box
 
 
 def _decode_chunk(args) -> tuple[list[np.ndarray | None], list[str], int]:

@@ -1,10 +1,11 @@
 """Training the sign finder (signlab.models.detector) on GTSDB-layout scenes: `signlab train --task detect`.
 
 The scenes are decoded once into memory (uint8). A step takes one random crop (cfg.image_size square) of each
-scene in its share of the epoch's order, mostly around a sign, at a random scale, flipped or not, with
-brightness, contrast and saturation jitter; validation runs the finder on whole held-out scenes. Exact resume
-follows trainer.py's rule: every random choice is a function of (seed, epoch, step), the learning rate of the
-global step, and the checkpoint (train_state.py) carries the rest.
+scene in its share of the epoch's order, mostly around a sign, at a random scale, with --paste more signs pasted
+in (signlab.detection.paste), flipped or not, with brightness, contrast and saturation jitter; validation runs
+the finder on whole held-out scenes. Exact resume follows trainer.py's rule: every random choice is a function
+of (seed, epoch, step), the learning rate of the global step, and the checkpoint (train_state.py) carries the
+rest.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from signlab.config import TrainConfig
 from signlab.detection.boxes import CATEGORIES
 from signlab.detection.finder import SignFinder, encode_targets, finder_loss, to_input
 from signlab.detection.metrics import match_any_class
+from signlab.detection.paste import SignBank, load_bank, paste_signs
 from signlab.errors import UserError
 from signlab.models import count_macs, count_parameters, create_model, model_task
 from signlab.models.detector import STRIDE
@@ -109,9 +111,9 @@ def copy_classifier(cfg: TrainConfig, run: Path) -> None:
 
 
 def sample_crop(image: np.ndarray, boxes: np.ndarray, cats: np.ndarray, size: int, rng: np.random.Generator
-                ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+                ) -> tuple[torch.Tensor, np.ndarray, np.ndarray, np.ndarray]:
     """A size x size crop (uint8 (size, size, 3)) at a random scale, around a random sign most of the time,
-    and the signs whose centre it holds, in its pixels."""
+    the signs whose centre it holds, in its pixels, and every sign's box in its pixels (in view or not)."""
     h, w = image.shape[:2]
     scale = math.exp(rng.uniform(math.log(SCALES[0]), math.log(SCALES[1])))
     side = max(1, round(size / scale))  # the crop's side in scene pixels
@@ -138,15 +140,18 @@ def sample_crop(image: np.ndarray, boxes: np.ndarray, cats: np.ndarray, size: in
                       (boxes[:, 2] + 1 - x0) * k - 1, (boxes[:, 3] + 1 - y0) * k - 1], axis=1).reshape(-1, 4)
     centre_x, centre_y = (moved[:, 0] + moved[:, 2] + 1) / 2, (moved[:, 1] + moved[:, 3] + 1) / 2
     inside = (centre_x >= 0) & (centre_x < size) & (centre_y >= 0) & (centre_y < size)
-    return crop, moved[inside].astype(np.float32), cats[inside]
+    return crop, moved[inside].astype(np.float32), cats[inside], moved
 
 
-def make_batch(data: SceneSet, idx: np.ndarray, size: int, rng: np.random.Generator
-               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Standardised crops (b, 3, size, size), flipped and colour-jittered, and their targets."""
+def make_batch(data: SceneSet, idx: np.ndarray, size: int, rng: np.random.Generator, paste: float = 0.0,
+               bank: SignBank | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Standardised crops (b, 3, size, size), with bank signs pasted into a share `paste` of them, flipped and
+    colour-jittered, and their targets."""
     crops, boxes, cats = [], [], []
     for i in idx:
-        crop, b, c = sample_crop(data.images[i], data.boxes[i], data.categories[i], size, rng)
+        crop, b, c, every = sample_crop(data.images[i], data.boxes[i], data.categories[i], size, rng)
+        if bank is not None and paste > 0 and rng.random() < paste:  # off: no draw, so the crops stay as they were
+            _, b, c = paste_signs(crop.numpy(), b, c, bank, rng, taken=every)  # into the crop's memory
         if rng.random() < 0.5:  # a mirrored sign keeps its category (left and right turns are both mandatory)
             crop = crop.flip(1)
             b = np.stack([size - 1 - b[:, 2], b[:, 1], size - 1 - b[:, 0], b[:, 3]], axis=1).reshape(-1, 4)
@@ -176,6 +181,10 @@ def train_detector(cfg: TrainConfig, log: Callable[[str], object] | None = None,
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
+    # the bank before the run folder, so that a bad --paste-from leaves none behind
+    bank = load_bank(cfg.paste_from, cfg.seed) if cfg.paste > 0 else None
+    if bank is not None:
+        log(bank.describe(cfg.paste))
     run = open_run(cfg, is_main=True)
     copy_classifier(cfg, run)
     train_set, val_set = data or load_scene_sets(cfg, log)
@@ -205,7 +214,7 @@ def train_detector(cfg: TrainConfig, log: Callable[[str], object] | None = None,
                 global_step = epoch * steps + step
                 seed = step_seed(cfg, epoch, step, 0)
                 x, targets = make_batch(train_set, order[step * batch:(step + 1) * batch], cfg.image_size,
-                                        np.random.default_rng(seed))
+                                        np.random.default_rng(seed), cfg.paste, bank)
                 torch.manual_seed(seed)
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(global_step, total, cfg)
