@@ -66,7 +66,7 @@ def slug(name: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(ROOT.parent / "shared/datasets/GTSRB/Final_Training"))
+    parser.add_argument("--data", default=str(ROOT.parent / "shared/datasets/GTSRB-original/Final_Training"))
     parser.add_argument("--group", choices=list(GROUPS), default="fast")
     parser.add_argument("--only", nargs="+", choices=[*VARIANTS, *LONG_VARIANTS], metavar="NAME")
     parser.add_argument("--out", type=Path, help="default bench/results/ablations (group long: ablations-long)")

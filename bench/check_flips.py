@@ -1,6 +1,6 @@
 """Evidence for the class-aware flip tables: correlate each class's flipped mean image with every class's mean.
 
-    python bench/check_flips.py --data ../shared/datasets/GTSRB/Final_Training
+    python bench/check_flips.py --data ../shared/datasets/GTSRB-original/Final_Training
 
 For each class the table of `signlab.augment.gtsrb_flip_tables` names, prints the correlation of the flipped
 mean image with the target class's mean next to the best-matching class. Mean images are blurry, so this is
@@ -26,7 +26,7 @@ def unit(a: np.ndarray) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="../shared/datasets/GTSRB/Final_Training")
+    parser.add_argument("--data", default="../shared/datasets/GTSRB-original/Final_Training")
     args = parser.parse_args()
     ds = load_images(args.data)
     means = [ds.images[ds.labels == c].astype(np.float32).mean(0) for c in range(43)]

@@ -1,6 +1,6 @@
 """Figures for the README: each registered lecture model trained with its defaults on a track split of GTSRB.
 
-    python bench/models.py --data ../shared/datasets/GTSRB/Final_Training --models signnet lenet mlp
+    python bench/models.py --data ../shared/datasets/GTSRB-original/Final_Training --models signnet lenet mlp
 
 Prints a markdown table: model, parameters, MACs, epochs, validation accuracy, training seconds, images/s.
 """
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(ROOT.parent / "shared/datasets/GTSRB/Final_Training"))
+    parser.add_argument("--data", default=str(ROOT.parent / "shared/datasets/GTSRB-original/Final_Training"))
     parser.add_argument("--models", nargs="+", default=["signnet", "lenet", "mlp"])
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "models")
     parser.add_argument("--reuse", action="store_true", help="keep finished runs in --out instead of retraining")

@@ -1,6 +1,6 @@
 """Records benchmark: presets against the machine's GEMM peak and against a Keras peer, in one run.
 
-    python bench/records.py --data ../shared/datasets/GTSRB/Final_Training --presets fast best --peer
+    python bench/records.py --data ../shared/datasets/GTSRB-original/Final_Training --presets fast best --peer
 
 Prints, and writes to bench/results/records.json:
 - this machine's GEMM peak (fp32 and bf16, measured now), decode and cached-load times;
@@ -161,7 +161,7 @@ def print_report(report: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(ROOT.parent / "shared/datasets/GTSRB/Final_Training"))
+    parser.add_argument("--data", default=str(ROOT.parent / "shared/datasets/GTSRB-original/Final_Training"))
     parser.add_argument("--presets", nargs="+", default=["fast", "best"])
     parser.add_argument("--peer", action="store_true", help="also run the Keras peer")
     parser.add_argument("--peer-epochs", type=int, default=8)
