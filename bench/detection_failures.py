@@ -5,9 +5,10 @@
 RUN is a detection run (`signlab train --task detect`); each is evaluated on the blocks its training held out.
 Per run: the operating point (signlab.detection.metrics.operating_point: the lowest threshold with <= 0.05
 false positives per scene, recall found and found-and-named by size) with the last epoch's weights, and with
-best.safetensors, which was chosen on these very scenes and so is optimistic. Then, with the last weights at
-their operating threshold, every missed or misnamed sign by width, class and category, light (mean luma of the
-sign's box) and stacking (another sign just above or below), and every false positive.
+best.safetensors, which was chosen on these very scenes and so is optimistic; with two runs or more, also the
+last weights at a threshold fixed in advance (the mean of the other runs' operating thresholds). Then, with the
+last weights at their operating threshold, every missed or misnamed sign by width, class and category, light
+(mean luma of the sign's box) and stacking (another sign just above or below), and every false positive.
 
 Writes operating-point-split{S}.json per run and failures.json (figures only, no image data) into --out-dir;
 crops of the failures and false positives, and one contact sheet per run, go to --crops (outside the repo).
@@ -34,7 +35,7 @@ from signlab.detection.detect import load_detector
 from signlab.detection.draw import label_font
 from signlab.detection.evaluate import detect_scenes, evaluation_scenes
 from signlab.detection.finder import load_finder
-from signlab.detection.metrics import MISNAMED, MISSED, NAMED, evaluate_detections, sign_outcomes
+from signlab.detection.metrics import MISNAMED, MISSED, NAMED, evaluate_detections, point_at, sign_outcomes
 from signlab.detection.scenes import load_scene
 
 WIDTH_BINS = ((0, 24), (24, 32), (32, 48), (48, 64), (64, math.inf))  # px, [low, high)
@@ -188,8 +189,10 @@ def mean_sd(values: list) -> dict:
 def summary(results: list[dict]) -> dict:
     """Mean and sample sd over the runs of each operating-point figure, per weights file."""
     out = {}
-    for weights in ("last", "best"):
+    for weights in ("last", "best", "fixed"):
         points = [r["weights"][weights]["operating_point"] for r in results if weights in r["weights"]]
+        if not points:
+            continue
         out[weights] = {"fp_per_scene": mean_sd([p["fp_per_scene"] for p in points]),
                         "threshold": mean_sd([p["threshold"] for p in points]),
                         **{f"{size} {what}": mean_sd([p[size][f"recall_{what}"] for p in points])
@@ -250,7 +253,18 @@ def evaluate_run(run: Path, crops: Path, best: bool) -> dict:
     sheet = write_crops(crops / f"split{cfg['split_seed']}", kept, signs, false)
     print(f"{run}: {len(kept)} scenes, {len(signs)} signs ({source}); crops: {sheet}", file=sys.stderr)
     return {"run": str(run), "split_seed": cfg["split_seed"], "seed": cfg["seed"], "data": source,
-            "weights": weights, "signs": signs, "false_positives": false}
+            "weights": weights, "signs": signs, "false_positives": false, "_scored": (kept, detections)}
+
+
+def fix_thresholds_in_advance(results: list[dict]) -> None:
+    """Each run's last weights at a threshold it did not choose: the mean of the other runs' operating
+    thresholds (weights "fixed"), as a test set would be scored. Needs two runs or more."""
+    for r in results:
+        others = [q["weights"]["last"]["operating_point"]["threshold"] for q in results if q is not r]
+        if others:
+            r["weights"]["fixed"] = {"operating_point": point_at(*r["_scored"], statistics.mean(others))}
+    for r in results:
+        del r["_scored"]
 
 
 def main() -> None:
@@ -265,6 +279,7 @@ def main() -> None:
     context = {"commit": git_revision(), "machine": machine(), "threads": torch.get_num_threads(),
                "command": "python " + " ".join(sys.argv)}
     results = [evaluate_run(run, args.crops, not args.no_best) for run in args.runs]
+    fix_thresholds_in_advance(results)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     for r in results:
         (args.out_dir / f"operating-point-split{r['split_seed']}.json").write_text(

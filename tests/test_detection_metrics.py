@@ -22,6 +22,7 @@ from signlab.detection.metrics import (
     match_scenes,
     operating_point,
     operating_threshold,
+    point_at,
     sign_outcomes,
     unmatched_per_scene,
 )
@@ -256,6 +257,23 @@ def test_operating_threshold_meets_the_budget_exactly():
     # A larger budget or none: 0.1 per scene over 20 scenes allows 2; 0 allows none (above the 0.8 one: 0.9).
     assert operating_threshold(scenes[:20], dets[:20], fp_budget=0.1) == 0.4
     assert operating_threshold(scenes[:20], dets[:20], fp_budget=0.0) == 0.9
+
+
+def test_point_at_a_threshold_fixed_in_advance():
+    # The scenes of the budget test above, at thresholds chosen elsewhere. At 0.65: the 0.9, 0.8 and 0.7
+    # detections kept, so a and b found, 1 false positive. At 0.5 the 0.6 false one joins: 2 in 20 scenes,
+    # over the 0.05 budget, which point_at does not enforce.
+    a, b, c = sign(10, 10, P1), sign(10, 10, M), sign(10, 10, D, w=20)
+    scenes = [scene(a), scene(b), scene(c), *lone_scenes(17)]
+    dets = [[hit(a, 0.9), far(0.8, P1)], [hit(b, 0.7)], [hit(c, 0.4), far(0.6, D)], *[[]] * 17]
+    point = point_at(scenes, dets, 0.65)
+    assert point["threshold"] == 0.65 and point["false_positives"] == 1 and "fp_budget" not in point
+    assert point["32px_and_over"]["named"] == 2 and point["under_32px"]["found"] == 0
+    point = point_at(scenes, dets, 0.5)
+    assert point["false_positives"] == 2 and point["fp_per_scene"] == 0.1
+    assert point_at(scenes, dets, 0.3)["under_32px"]["recall_named"] == 1.0
+    # At the operating threshold, the figures are operating_point's.
+    assert {"fp_budget": 0.05, **point_at(scenes, dets, 0.7)} == operating_point(scenes, dets)
 
 
 def test_operating_threshold_keeps_or_drops_equal_scores_together():

@@ -331,10 +331,15 @@ def operating_point(scenes: Sequence, detections: Sequence[Sequence[Detection]],
     """At operating_threshold: recall found (any class) and found and named, for signs under SMALL_PX wide and
     the rest, the misnamed signs apart, and the false positives per scene; JSON-ready."""
     threshold = operating_threshold(scenes, detections, fp_budget)
+    return {"fp_budget": fp_budget, **point_at(scenes, detections, threshold)}
+
+
+def point_at(scenes: Sequence, detections: Sequence[Sequence[Detection]], threshold: float) -> dict:
+    """Recall found and found and named by size, misnamed signs and false positives per scene at a given score
+    threshold: operating_point's figures for a threshold chosen elsewhere (fixed in advance)."""
     outcomes = sign_outcomes(scenes, detections, threshold)
     false = sum(sum(o.false) for o in outcomes)
-    point = {"fp_budget": fp_budget, "threshold": threshold, "false_positives": false,
-             "fp_per_scene": false / len(scenes) if scenes else None}
+    point = {"threshold": threshold, "false_positives": false, "fp_per_scene": false / len(scenes) if scenes else None}
     statuses = [(s.width < SMALL_PX, status) for scene, o in zip(scenes, outcomes, strict=True)
                 for s, status in zip(scene.boxes, o.signs, strict=True)]
     for small, key in ((True, f"under_{SMALL_PX}px"), (False, f"{SMALL_PX}px_and_over")):
