@@ -7,6 +7,7 @@ from conftest import make_gtsrb_train
 
 from signlab.classes import GTSRB_CLASS_NAMES
 from signlab.cli import main
+from signlab.config import preset_names
 from signlab.synth.default import HELDOUT_PER_CLASS, default_data
 
 
@@ -124,6 +125,27 @@ def test_the_resolved_config_is_frozen_and_complete():
         cfg.lr = 1.0
     assert cfg.preset == "fast" and cfg.tta is True
     assert cfg.data is None and cfg.val_data is None  # the drawn signs, found where the machine caches them
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_every_preset_builds_its_model_and_runs_a_batch(name):
+    import torch
+
+    from signlab.config import TrainConfig, load_preset
+    from signlab.models import create_model
+
+    cfg = TrainConfig.from_dict({k: v for k, v in load_preset(name).items() if not k.startswith("_")})
+    model = create_model(cfg.model, image_size=cfg.image_size, **cfg.model_options).eval()
+    size = (cfg.image_size, cfg.image_size)
+    with torch.no_grad():
+        out = model(torch.zeros(2, 3, *size))
+    assert out.shape[0] == 2 and torch.isfinite(out).all()
+
+
+def test_fast_is_24_px_with_one_conv_first_and_flags_still_win():
+    cfg = resolve("--preset", "fast")
+    assert (cfg.image_size, cfg.model_options, cfg.epochs) == (24, {"depth": [1, 2, 2]}, 2)
+    assert resolve("--preset", "fast", "--depth", "2", "--image-size", "32").model_options == {"depth": [2]}
 
 
 def test_unknown_augment_field_is_one_line(tmp_path, capsys):
