@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import PALETTE, make_gtsrb_train
+from conftest import PALETTE, make_gtsrb_train, write_tiny_classifier
 
 from signlab.api import train
 from signlab.cli import main
@@ -142,9 +142,32 @@ def test_a_classify_run_takes_no_paste_flags(tmp_path):
     with pytest.raises(UserError, match="--paste-from: "):
         train(root, paste_from=str(root), out=str(tmp_path / "run"), epochs=1)
     with pytest.raises(UserError, match="pastes nothing at --paste 0; give --paste P too"):
-        train(root, task="detect", paste_from=str(root), classifier=str(root), out=str(tmp_path / "run"))
+        train(root, task="detect", paste=0, paste_from=str(root), classifier=str(root), out=str(tmp_path / "run"))
     with pytest.raises(UserError, match=r"--paste 1.5: must be in \[0, 1\]"):
         train(root, task="detect", paste=1.5, out=str(tmp_path / "run"))
+
+
+def test_without_paste_from_the_signs_come_from_the_classifiers_training_folder(tmp_path):
+    """The detect presets paste; without --paste-from the bank is the GTSRB folder the classifier trained on,
+    recorded in the config. A classifier of the drawn signs (no folder) leaves it unset: drawn signs."""
+    from signlab.config import resolve_train_config
+
+    gtsrb = make_gtsrb_train(tmp_path / "gtsrb", classes=(0, 1), tracks=2, frames=2)
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    lines: list[str] = []
+
+    def resolve(classifier, **flags):
+        given = {"task": "detect", "data": str(scenes), "classifier": str(classifier), **flags}
+        return resolve_train_config(given, log=lines.append)
+
+    real = write_tiny_classifier(tmp_path / "real.safetensors", data=gtsrb)
+    cfg = resolve(real)
+    assert cfg.paste == 0.5 and cfg.paste_from == str(gtsrb.resolve())
+    assert lines == [f"paste: signs from {gtsrb.resolve()}, the classifier's training folder (--paste-from overrides)"]
+    assert resolve(real, paste=0.0).paste_from is None  # not pasting: no folder either
+    assert resolve(real, paste_from=str(tmp_path)).paste_from == str(tmp_path.resolve())
+    assert resolve(write_tiny_classifier(tmp_path / "drawn.safetensors")).paste_from is None
 
 
 def test_make_batch_pastes_only_when_asked(bank):

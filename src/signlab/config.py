@@ -251,6 +251,7 @@ def resolve_train_config(given: dict, log: Callable[[str], object] = print) -> T
             fields_set["task"] = "classify"
         for key, value in train_defaults(fields_set.get("model", TrainConfig.model)).items():
             fields_set.setdefault(key, value)
+        fields_set = with_paste_source(fields_set, log)
     cfg = TrainConfig.from_dict(fields_set)
     validate(cfg, where)
     check_task(cfg, where)
@@ -272,6 +273,25 @@ def with_task(given: dict) -> dict:
     if task == "detect" and not given.get("preset") and not given.get("resume"):
         given["preset"] = DETECT_PRESET
     return given
+
+
+def with_paste_source(fields: dict, log: Callable[[str], object]) -> dict:
+    """A detection run that pastes signs (--paste) without --paste-from takes them from the GTSRB training folder
+    its classifier learned from, where that folder is still there: real signs, which docs/detection.md measured;
+    else paste_from stays unset and the drawn signs are pasted. Recorded in the config, so a resume agrees."""
+    if fields.get("task") != "detect" or not fields.get("paste") or fields.get("paste_from"):
+        return fields
+    from signlab.checkpoint import load_weights
+    from signlab.layouts import detect_layout
+
+    try:
+        trained_on = load_weights(fields["classifier"])[1].get("config", {}).get("data")
+        if trained_on and detect_layout(Path(trained_on))[0] == "gtsrb-train":
+            log(f"paste: signs from {trained_on}, the classifier's training folder (--paste-from overrides)")
+            return {**fields, "paste_from": trained_on}
+    except (KeyError, UserError, OSError):  # no classifier given or readable: check_task and training say so
+        pass
+    return fields
 
 
 def is_scene_folder(path: Path) -> bool:
