@@ -241,7 +241,8 @@ def print_tables(results: list[dict], mean: dict, fails: dict) -> None:
             print(f"| {r['split_seed']} | {f['scene']} | {f['box']} | {f['score']:.3f} | {f['class_id']} {f['name']} |")
 
 
-def evaluate_run(run: Path, crops: Path, best: bool) -> dict:
+def evaluate_run(run: Path, crops: Path, best: bool) -> tuple[dict, tuple[list, list]]:
+    """The run's figures, and the scenes scored with their detections (for thresholds fixed elsewhere)."""
     cfg = json.loads((run / "config.json").read_text())
     scenes, source = evaluation_scenes(run, None)
     last, kept, detections = evaluate_weights(run, "last.safetensors", scenes)
@@ -253,18 +254,16 @@ def evaluate_run(run: Path, crops: Path, best: bool) -> dict:
     sheet = write_crops(crops / f"split{cfg['split_seed']}", kept, signs, false)
     print(f"{run}: {len(kept)} scenes, {len(signs)} signs ({source}); crops: {sheet}", file=sys.stderr)
     return {"run": str(run), "split_seed": cfg["split_seed"], "seed": cfg["seed"], "data": source,
-            "weights": weights, "signs": signs, "false_positives": false, "_scored": (kept, detections)}
+            "weights": weights, "signs": signs, "false_positives": false}, (kept, detections)
 
 
-def fix_thresholds_in_advance(results: list[dict]) -> None:
+def fix_thresholds_in_advance(results: list[dict], scored: list[tuple[list, list]]) -> None:
     """Each run's last weights at a threshold it did not choose: the mean of the other runs' operating
     thresholds (weights "fixed"), as a test set would be scored. Needs two runs or more."""
-    for r in results:
+    for r, (scenes, detections) in zip(results, scored, strict=True):
         others = [q["weights"]["last"]["operating_point"]["threshold"] for q in results if q is not r]
         if others:
-            r["weights"]["fixed"] = {"operating_point": point_at(*r["_scored"], statistics.mean(others))}
-    for r in results:
-        del r["_scored"]
+            r["weights"]["fixed"] = {"operating_point": point_at(scenes, detections, statistics.mean(others))}
 
 
 def main() -> None:
@@ -278,8 +277,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     context = {"commit": git_revision(), "machine": machine(), "threads": torch.get_num_threads(),
                "command": "python " + " ".join(sys.argv)}
-    results = [evaluate_run(run, args.crops, not args.no_best) for run in args.runs]
-    fix_thresholds_in_advance(results)
+    results, scored = zip(*(evaluate_run(run, args.crops, not args.no_best) for run in args.runs), strict=True)
+    results = list(results)
+    fix_thresholds_in_advance(results, list(scored))
     args.out_dir.mkdir(parents=True, exist_ok=True)
     for r in results:
         (args.out_dir / f"operating-point-split{r['split_seed']}.json").write_text(

@@ -13,8 +13,9 @@ from conftest import PALETTE, make_gtsrb_train, write_tiny_classifier
 from signlab.api import train
 from signlab.cli import main
 from signlab.detection.boxes import CATEGORIES, category_of
-from signlab.detection.paste import MARGIN, drawn_bank, gtsrb_bank, paste_signs, shape_mask, shape_of
+from signlab.detection.paste import MARGIN, drawn_bank, gtsrb_bank, paste_signs, shape_mask
 from signlab.errors import UserError
+from signlab.synth.pictograms import SIGN_SHAPES
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ def test_shape_masks_cover_their_share_of_the_box(shape, fill):
 
 
 def test_each_class_has_its_outline():
-    assert [shape_of(c) for c in (1, 11, 12, 13, 14, 25, 32, 38, 42)] == [
+    assert [SIGN_SHAPES[c] for c in (1, 11, 12, 13, 14, 25, 32, 38, 42)] == [
         "circle", "triangle", "diamond", "inverted_triangle", "octagon", "triangle", "circle", "circle", "circle"]
     down, up = shape_mask("inverted_triangle", 40, 40), shape_mask("triangle", 40, 40)
     assert down[:4].sum() > 5 * down[-4:].sum()  # yield points down: wide at the top
@@ -53,7 +54,7 @@ def test_a_gtsrb_bank_crops_each_scaled_roi_and_masks_it_by_the_class_shape(tmp_
         inside = patch[..., 3] == 255
         colour = np.median(patch[inside][:, :3], axis=0)  # the sign's colour, not the grey around the ROI
         assert np.abs(colour - PALETTE[class_id % len(PALETTE)]).max() <= 12
-        expected = shape_mask(shape_of(int(class_id)), patch.shape[1], patch.shape[0])
+        expected = shape_mask(SIGN_SHAPES[int(class_id)], patch.shape[1], patch.shape[0])
         assert np.abs(patch[..., 3] / 255 - expected).max() < 0.01
     assert bank.categories.tolist() == [CATEGORIES.index(category_of(int(c))) for c in bank.class_ids]
     again = gtsrb_bank(root, per_class=5, seed=0)

@@ -21,6 +21,7 @@ from PIL import Image, ImageFilter
 
 from signlab.detection.boxes import CATEGORIES, category_of
 from signlab.errors import UserError
+from signlab.synth.pictograms import SIGN_SHAPES
 
 PER_CLASS = 60  # GTSRB images per class in the bank
 MAX_PATCH = 128  # a patch's longer side: the largest pasted sign
@@ -38,15 +39,6 @@ POLYGONS = {
     "octagon": ((_OCT, 0.0), (1 - _OCT, 0.0), (1.0, _OCT), (1.0, 1 - _OCT), (1 - _OCT, 1.0), (_OCT, 1.0),
                 (0.0, 1 - _OCT), (0.0, _OCT)),
 }
-
-
-def shape_of(class_id: int) -> str:
-    """The outline of a GTSRB class: danger signs are upward triangles, yield (13) points down, stop (14) is an
-    octagon, priority road (12) a diamond, every other class a circle."""
-    special = {12: "diamond", 13: "inverted_triangle", 14: "octagon"}
-    if class_id in special:
-        return special[class_id]
-    return "triangle" if category_of(class_id) == "danger" else "circle"
 
 
 @lru_cache(maxsize=64)
@@ -90,7 +82,7 @@ class SignBank:
 
 def _with_shape(rgb: np.ndarray, class_id: int) -> np.ndarray:
     """An RGB crop of exactly the sign's ROI as RGBA, the class's shape inscribed as alpha."""
-    alpha = shape_mask(shape_of(class_id), rgb.shape[1], rgb.shape[0])
+    alpha = shape_mask(SIGN_SHAPES[class_id], rgb.shape[1], rgb.shape[0])
     return np.concatenate([rgb, np.rint(alpha * 255).astype(np.uint8)[..., None]], axis=2)
 
 
@@ -151,13 +143,13 @@ def gtsrb_bank(folder: str | Path, per_class: int = PER_CLASS, seed: int = 0) ->
 def drawn_bank(seed: int = 0, sizes: tuple[int, ...] = (64, 128)) -> SignBank:
     """signlab's drawn signs (signlab.synth.pictograms, as the synthetic scenes draw them): each class at each
     size, cut to its opaque box, and once more at the largest size with sun-faded paint."""
-    from signlab.detection.synthetic import _pictogram
+    from signlab.detection.synthetic import pictogram
     from signlab.synth.render import fade_sign
 
     patches, ids = [], []
     for class_id in range(43):
         g = np.random.default_rng([seed, class_id])
-        drawn = [_pictogram(class_id, s) for s in sizes]
+        drawn = [pictogram(class_id, s) for s in sizes]
         drawn.append(fade_sign(drawn[-1], g, float(g.uniform(0.2, 0.6))))
         for im in drawn:
             patches.append(np.asarray(im.crop(im.getchannel("A").point(lambda v: 255 * (v >= 64)).getbbox())))

@@ -38,7 +38,7 @@ _OPAQUE = [0] * 64 + [255] * 192  # a pasted thing's box holds its pixels of alp
 
 
 @lru_cache(maxsize=256)
-def _pictogram(class_id: int, work: int) -> Image.Image:
+def pictogram(class_id: int, work: int) -> Image.Image:
     from signlab.synth.pictograms import draw_sign  # lazily: drawing code loads only when scenes are made
 
     return draw_sign(class_id, work)
@@ -288,7 +288,7 @@ def draw_scene(seed: int, index: int, size: tuple[int, int], signs: tuple[int, i
     layers = []
     for class_id in ids:
         side = _side(g, px)
-        picto = _pictogram(class_id, 32 if side <= 16 else 64 if side <= 32 else 128 if side <= 64 else 256)
+        picto = pictogram(class_id, 32 if side <= 16 else 64 if side <= 32 else 128 if side <= 64 else 256)
         if _on(g, 0.15):
             picto = fade_sign(picto, g, _uniform(g, (0.2, 0.7)))
         layers.append(_lit(g, _turned(g, picto, side), _uniform(g, (0.9, 1.6))))  # signs reflect light well

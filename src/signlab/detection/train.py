@@ -160,8 +160,7 @@ def make_batch(data: SceneSet, idx: np.ndarray, size: int, rng: np.random.Genera
         cats.append(c)
     x = torch.stack(crops).float()  # (b, S, S, 3) in 0..255
     factors = torch.from_numpy(rng.uniform(1 - JITTER, 1 + JITTER, (len(idx), 3)).astype(np.float32))
-    light, contrast, saturation = factors[:, None, None, :].unbind(3)  # (b, 1, 1) each
-    light, contrast, saturation = light[..., None], contrast[..., None], saturation[..., None]  # (b, 1, 1, 1)
+    light, contrast, saturation = factors.T[..., None, None, None]  # (b, 1, 1, 1) each
     # Saturation about each pixel's grey, contrast about the crop's mean (saturation keeps it), then light:
     # l(c(s x + (1 - s) grey) + (1 - c) mean), one multiply-add per value instead of a pass per step.
     grey = x.mean(3, keepdim=True)  # (b, S, S, 1)
