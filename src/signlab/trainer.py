@@ -10,6 +10,7 @@ the RNG states are saved and restored too, for code that draws from the global g
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import random
@@ -145,6 +146,13 @@ class Training:
     log: Callable[[str], object]
     compile_logged: bool = False  # the first step of a compiled model (after a resume too) compiles
 
+    def close(self) -> None:
+        """Leave the process group. The DDP wrapper goes first: its reducer holds the group, and freed after
+        destroy_process_group its gloo threads wait for ranks that have left (a hang at exit)."""
+        self.step_model = self.model
+        gc.collect()
+        self.dist.close()
+
     @property
     def total_steps(self) -> int:
         return self.cfg.epochs * self.steps_per_epoch
@@ -201,7 +209,7 @@ def train(cfg: TrainConfig, log: Callable[[str], object] | None = None) -> dict:
     if dist.world > 1:
         agree = dist.replicas_agree(t.model)
         log(f"ranks: weights {'identical' if agree else 'DIFFER'} across {dist.world} processes")
-    dist.close()
+    t.close()
     log(f"done: weights in {run / 'best.safetensors'} and {run / 'last.safetensors'}")
     return history[-1] if history else {}
 
@@ -333,7 +341,7 @@ def stop_mid_epoch(t: Training, state: TrainState, signum: int | None) -> None:
         save_state(t.run, state.epoch * t.steps_per_epoch + state.step, t.model, t.optimizer, state, t.info())
         print(f"stopped by {signal.Signals(signum).name} at epoch {state.epoch + 1}, step {state.step}; resume "
               f"with: signlab train --out {t.run} --resume", flush=True)
-    t.dist.close()
+    t.close()
     raise SystemExit(STOP_EXIT_CODES.get(signum, 143))
 
 
