@@ -247,57 +247,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
-    """One result per scene in the order given; unreadable scenes are one stderr line each, then exit 2."""
-    from pathlib import Path
+    from signlab.detection.cli import run_detect
 
-    from signlab.detection.detect import detect_scene_file, expand_inputs, load_detector, output_stem
-    from signlab.detection.video import detect_video, is_video
-
-    out = Path(args.out) if args.out else None
-    if out is not None:
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise UserError(f"--out {out}: cannot create this folder ({e.strerror or e})") from None
-    detector = load_detector(args.target, args.device, backend=args.backend)
-    files, problems = expand_inputs(args.paths)
-    for line in problems:
-        print(f"signlab detect: error: {line}", file=sys.stderr)
-    results, failed, used = [], bool(problems), set()
-    for path in files:
-        try:
-            if is_video(path):
-                if out is None:
-                    raise UserError(f"{path}: a video needs --out DIR for its annotated copy and CSV")
-                result = detect_video(detector, path, output_stem(out, path, used), args.threshold,
-                                      warn=lambda line: print(f"signlab detect: {line}", file=sys.stderr))
-            else:
-                stem = output_stem(out, path, used) if out is not None else None
-                result = detect_scene_file(detector, path, args.threshold, stem)
-        except UserError as e:
-            print(f"signlab detect: error: {e}", file=sys.stderr)
-            failed = True
-            continue
-        results.append(result)
-        if not args.json:
-            print(describe_detections(result))
-    if args.json:
-        print(json.dumps(results))
-    return 2 if failed else 0
-
-
-def describe_detections(result: dict) -> str:
-    """One line for a person: the signs found, best first (a video: its tracks and the files written)."""
-    if "tracks" in result:
-        names = ", ".join(f"#{t['track_id']} {t['name']}" for t in result["tracks"]) or "no signs"
-        n = len(result["tracks"])
-        return (f"{result['path']}: {result['frames']} frames, {n} track{'' if n == 1 else 's'} ({names}); "
-                f"wrote {result['video']} and {result['csv']}")
-    found = result["detections"]
-    if not found:
-        return f"{result['path']}: no signs"
-    signs = "; ".join(f"{d['name']} {d['score']:.2f} at ({', '.join(f'{v:g}' for v in d['box'])})" for d in found)
-    return f"{result['path']}: {len(found)} sign{'s' if len(found) > 1 else ''}: {signs}"
+    return run_detect(args)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -324,52 +276,9 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    import time
-    from pathlib import Path
+    from signlab.synth.cli import run_synth
 
-    if args.scenes is not None:
-        return _synth_scenes(args)
-    if args.scene_size is not None:
-        raise UserError("--scene-size is for --scenes N (road scenes), e.g. signlab synth OUT --scenes 50")
-    if args.pictograms:
-        from signlab.synth.pictograms import write_pictograms
-
-        print(f"wrote {len(write_pictograms(Path(args.out)))} files to {args.out}")
-        return 0
-    if args.per_class is None:
-        raise UserError("--per-class N is needed (images per class), e.g. signlab synth OUT --per-class 300")
-    from signlab.synth.dataset import NUM_CLASSES, write_dataset
-
-    classes = sorted(set(args.classes)) if args.classes else list(range(NUM_CLASSES))
-    workers = args.workers or min(os.cpu_count() or 1, len(classes))
-    start = time.perf_counter()
-    write_dataset(Path(args.out), args.per_class, args.seed, classes, backgrounds=args.backgrounds, workers=workers)
-    n, seconds = args.per_class * len(classes), time.perf_counter() - start
-    print(f"wrote {n} images of {len(classes)} classes to {Path(args.out) / 'Images'} in {seconds:.1f} s "
-          f"({n / seconds:.0f} images/s, {workers} process{'es' if workers > 1 else ''})")
-    print(f"next: signlab train --data {args.out}")
-    return 0
-
-
-def _synth_scenes(args: argparse.Namespace) -> int:
-    import time
-    from pathlib import Path
-
-    for flag, given in (("--per-class", args.per_class is not None), ("--pictograms", args.pictograms),
-                        ("--backgrounds", args.backgrounds is not None), ("--workers", args.workers is not None)):
-        if given:
-            raise UserError(f"{flag} is for sign sets, not --scenes; leave it out")
-    from signlab.detection.synthetic import NUM_CLASSES, write_synthetic_scenes
-
-    classes = sorted(set(args.classes)) if args.classes else list(range(NUM_CLASSES))
-    size = args.scene_size or (1360, 800)
-    start = time.perf_counter()
-    out = write_synthetic_scenes(Path(args.out), args.scenes, seed=args.seed, size=size, classes=classes)
-    seconds = time.perf_counter() - start
-    signs = sum(1 for line in (out / "gt.txt").read_text().splitlines() if line)
-    print(f"wrote {args.scenes} scenes of {size[0]}x{size[1]} with {signs} signs to {out} in {seconds:.1f} s "
-          f"({args.scenes / seconds:.1f} scenes/s)")
-    return 0
+    return run_synth(args)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
