@@ -105,3 +105,34 @@ def test_without_data_the_runs_own_validation_blocks_are_used(run, scenes, monke
 def test_tta_for_a_detection_run_is_one_line(run, scenes, capsys):
     assert main(["evaluate", str(run), "--data", str(scenes), "--tta"]) == 2
     assert "detection run" in capsys.readouterr().err
+
+
+def test_a_run_ships_its_validation_threshold_and_evaluate_scores_other_scenes_at_it(run, scenes, monkeypatch,
+                                                                                     capsys):
+    """write_run_threshold (the end of detector training) keeps the operating point of the run's validation
+    scenes; `signlab evaluate RUN --data OTHER` scores OTHER at that fixed threshold beside its own."""
+    from signlab.detection.evaluate import RUN_THRESHOLD_FILE, write_run_threshold
+
+    config = json.loads((run / "config.json").read_text())
+    config.update(val_data=str(scenes))
+    (run / "config.json").write_text(json.dumps(config))
+    monkeypatch.setattr(detect_module, "load_run_finder", lambda r, device: TruthFinder(read_gtsdb(scenes)[0]))
+    point = write_run_threshold(run, device="cpu")
+    saved = json.loads((run / RUN_THRESHOLD_FILE).read_text())
+    assert saved == point and saved["scenes"] == 4 and saved["fp_budget"] == 0.05 and 0 < saved["threshold"] <= 0.9
+    s = evaluate_json(run, scenes, monkeypatch, capsys)
+    assert s["run_threshold_point"]["threshold"] == saved["threshold"] == s["operating_point"]["threshold"]
+    assert s["run_threshold_point"]["32px_and_over"]["recall_named"] in (None, 1.0)
+
+    (run / RUN_THRESHOLD_FILE).write_text(json.dumps({**saved, "threshold": 0.95}))  # above every score
+    fixed = evaluate_json(run, scenes, monkeypatch, capsys)["run_threshold_point"]
+    assert fixed["threshold"] == 0.95 and all(fixed[k]["found"] == 0 for k in ("under_32px", "32px_and_over"))
+    finder = TruthFinder(read_gtsdb(scenes)[0])
+    monkeypatch.setattr(detect_module, "load_run_finder", lambda r, device: finder)
+    assert main(["evaluate", str(run), "--data", str(scenes)]) == 0
+    assert "at the run's own threshold, chosen on its validation scenes: (score >= 0.950)" in capsys.readouterr().out
+
+    (run / RUN_THRESHOLD_FILE).write_text("{")
+    assert main(["evaluate", str(run), "--data", str(scenes)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and RUN_THRESHOLD_FILE in err[0] and "delete it" in err[0]

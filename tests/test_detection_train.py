@@ -4,6 +4,7 @@ recognises a GTSDB folder; a stopped run resumes bit-identically; a detection ru
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 from pathlib import Path
@@ -18,6 +19,7 @@ from safetensors.torch import load_file
 from signlab.api import train
 from signlab.checkpoint import save_weights
 from signlab.config import TrainConfig
+from signlab.detection.evaluate import RUN_THRESHOLD_FILE
 from signlab.detection.finder import load_finder
 from signlab.detection.scenes import load_scene, read_gtsdb
 from signlab.detection.synthetic import write_synthetic_scenes
@@ -83,7 +85,8 @@ def write_classifier(path: Path) -> Path:
     model = create_model("signnet", widths=(8, 8, 8))
     cfg = TrainConfig(model_options={"widths": [8, 8, 8]}, task="classify")
     save_weights(path, {f"model.{k}": v for k, v in model.state_dict().items()},
-                 {"config": cfg.to_dict(), "class_names": [str(i) for i in range(43)]})
+                 {"config": cfg.to_dict(), "class_names": [str(i) for i in range(43)], "mean": [0.5] * 3,
+                  "std": [0.25] * 3})
     return path
 
 
@@ -156,6 +159,8 @@ def test_a_stopped_run_resumes_bit_identically(tmp_path, road_scenes, classifier
     with open(tmp_path / "cut" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["epoch"] for r in rows] == ["1", "2"] and rows[0]["val_recall"] != ""
+    shipped = [json.loads((tmp_path / r / RUN_THRESHOLD_FILE).read_text()) for r in ("whole", "cut")]
+    assert shipped[0] == shipped[1] and shipped[0]["scenes"] == 8  # the held-out blocks of 16 scenes
 
 
 def test_a_detection_run_needs_a_classifier(tmp_path, road_scenes):

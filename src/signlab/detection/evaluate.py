@@ -20,6 +20,7 @@ from signlab.detection.metrics import FP_BUDGET
 from signlab.errors import UserError
 
 EVALUATION_THRESHOLD = 0.01
+RUN_THRESHOLD_FILE = "operating_point.json"  # the threshold a run ships: its operating point on its validation scenes
 
 
 def evaluation_scenes(run: Path, data: str | Path | None) -> tuple[list, str]:
@@ -82,9 +83,10 @@ def evaluate_detector(target: str | Path, data: str | Path | None = None, report
     finder: another first stage in front of the run's classifier (bench/finders.py compares them); backend:
     as load_detector's (onnx: the files of `signlab export RUN`); fp_budget: false positives per scene allowed
     at the operating point (metrics.operating_point)."""
-    from signlab.detection.metrics import evaluate_detections
+    from signlab.detection.metrics import evaluate_detections, point_at
 
     detector = load_detector(target, device, finder=finder, backend=backend)
+    shipped = run_threshold(Path(target))
     scenes, source = evaluation_scenes(Path(target), data)
     kept, detections, unreadable, seconds = detect_scenes(detector, scenes)
     if not kept:
@@ -93,12 +95,45 @@ def evaluate_detector(target: str | Path, data: str | Path | None = None, report
     summary = {"task": "detect", "target": str(target), "backend": backend or "torch", "data": source,
                "seconds": seconds, "scenes_per_second": len(kept) / seconds, "unreadable": unreadable,
                **{k: v for k, v in metrics.items() if k != "pr_curves"}}
+    if shipped is not None:
+        summary["run_threshold_point"] = point_at(kept, detections, shipped)
     if report is not None:
         from signlab.detection.report import write_detection_report
 
         write_detection_report(Path(report), kept, detections, metrics)
         summary["report"] = str(report)
     return summary
+
+
+def write_run_threshold(run: Path, fp_budget: float = FP_BUDGET, device: str = "auto") -> dict | None:
+    """RUN/operating_point.json: the operating point of the run's detector (the weights `signlab detect` loads)
+    on its validation scenes. Chosen there, it is fixed in advance for any other scenes: `signlab evaluate RUN
+    --data TEST` scores the test at it too, as a deployed detector would run. None without validation scenes."""
+    from signlab.detection.metrics import operating_point
+
+    try:
+        scenes, source = evaluation_scenes(run, None)
+    except UserError:
+        return None
+    kept, detections, _, _ = detect_scenes(load_detector(run, device), scenes)
+    if not kept:
+        return None
+    point = {"data": source, "scenes": len(kept), **operating_point(kept, detections, fp_budget)}
+    tmp = run / f".{RUN_THRESHOLD_FILE}.tmp"
+    tmp.write_text(json.dumps(point, indent=1) + "\n")
+    tmp.replace(run / RUN_THRESHOLD_FILE)
+    return point
+
+
+def run_threshold(target: Path) -> float | None:
+    """The threshold the run chose on its validation scenes (write_run_threshold), if it has one."""
+    path = target / RUN_THRESHOLD_FILE
+    if not path.is_file():
+        return None
+    try:
+        return float(json.loads(path.read_text())["threshold"])
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"{path}: unreadable; delete it (signlab evaluate still scores the run without it)") from None
 
 
 def format_operating_point(p: dict) -> str:
@@ -109,7 +144,8 @@ def format_operating_point(p: dict) -> str:
     sizes = "; ".join(f"{k.replace('_', ' ')}: found {pct(v['recall_found'])} %, named {pct(v['recall_named'])} % "
                       f"of {v['signs']}" for k, v in p.items() if isinstance(v, dict))
     misnamed = sum(v["misnamed"] for v in p.values() if isinstance(v, dict))
-    return (f"at <= {p['fp_budget']:g} FP/scene (score >= {p['threshold']:.3f}): {sizes}; {misnamed} misnamed; "
+    where = f"at <= {p['fp_budget']:g} FP/scene " if p.get("fp_budget") is not None else ""
+    return (f"{where}(score >= {p['threshold']:.3f}): {sizes}; {misnamed} misnamed; "
             f"{p['fp_per_scene']:.2f} FP/scene")
 
 
@@ -126,6 +162,9 @@ def format_detection_summary(s: dict) -> str:
              f"AP@[.5:.95]: {pct(s['ap50_95'])} %",
              f"at score >= {s['score_threshold']}: recall {by_size}; {s['fp_per_scene']:.2f} false positives per scene",
              format_operating_point(s["operating_point"])]
+    if s.get("run_threshold_point"):
+        lines.append("at the run's own threshold, chosen on its validation scenes: "
+                     + format_operating_point({**s["run_threshold_point"], "fp_budget": None}))
     if s.get("report"):
         lines.append(f"report: {s['report']}")
     return "\n".join(lines)

@@ -30,6 +30,7 @@ from signlab import checkpoint as ckpt
 from signlab import metrics_csv
 from signlab.config import TrainConfig
 from signlab.detection.boxes import CATEGORIES
+from signlab.detection.evaluate import RUN_THRESHOLD_FILE, write_run_threshold
 from signlab.detection.finder import SignFinder, encode_targets, finder_loss, to_input
 from signlab.detection.metrics import match_any_class
 from signlab.detection.paste import SignBank, load_bank, paste_signs
@@ -250,6 +251,10 @@ def train_detector(cfg: TrainConfig, log: Callable[[str], object] | None = None,
             row = end_epoch(cfg, run, model, optimizer, state, val_set, device, steps, total, info, log)
     log(f"done: finder weights in {run / 'best.safetensors'} and {run / 'last.safetensors'}, the classifier in "
         f"{run / 'classifier.safetensors'}")
+    point = write_run_threshold(run, device=str(device)) if len(val_set) else None
+    if point is not None:
+        log(f"threshold for <= {point['fp_budget']:g} false positives per validation scene: {point['threshold']:.3f} "
+            f"(in {run / RUN_THRESHOLD_FILE}; signlab evaluate RUN --data TEST scores the test at it too)")
     return row
 
 
