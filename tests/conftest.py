@@ -192,6 +192,7 @@ def make_exportable_detection_run(root: Path, favourite: int = 14) -> Path:
     cfg = TrainConfig(task="detect", model="signfinder", model_options=options, bf16="off")
     save_weights(run / "last.safetensors", {f"model.{k}": v for k, v in model.state_dict().items()},
                  {"config": cfg.to_dict(), "task": "detect"})
+    (run / "operating_point.json").write_text(json.dumps({"threshold": 0.6, "fp_budget": 0.05}))  # training's
     return run
 
 

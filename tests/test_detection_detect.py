@@ -125,6 +125,15 @@ def test_threshold_sets_the_lowest_score_kept(run, stand_in, scenes, capsys):
     assert "--threshold" in capsys.readouterr().err
 
 
+def test_threshold_run_is_the_runs_own_operating_threshold(run, stand_in, scenes, capsys):
+    assert main(["detect", str(run), str(scenes / "00000.jpg"), "--threshold", "run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "operating_point.json" in err[0] and "--threshold 0.3" in err[0]
+    (run / "operating_point.json").write_text(json.dumps({"threshold": 0.99}))
+    assert main(["detect", str(run), str(scenes / "00000.jpg"), "--json", "--threshold", "run"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["detections"] == []  # as at --threshold 0.99: none
+
+
 def test_folders_text_output_and_drawn_scenes(run, stand_in, scenes, tmp_path, capsys):
     out = tmp_path / "drawn"
     assert main(["detect", str(run), str(scenes), "--out", str(out)]) == 0

@@ -19,7 +19,8 @@ from signlab.detection.finder import load_finder
 from signlab.detection.onnx_backend import CLASSIFIER_INT8, OnnxFinder, export_config, load_onnx_detector
 from signlab.detection.synthetic import write_synthetic_scenes
 
-FILES = ["finder.onnx", "classifier.onnx", "classifier.int8.onnx", "CLASSIFIER_CARD.md", "MODEL_CARD.md"]
+FILES = ["finder.onnx", "classifier.onnx", "classifier.int8.onnx", "CLASSIFIER_CARD.md", "MODEL_CARD.md",
+         "operating_point.json"]  # the run's threshold, for `signlab detect EXPORT --threshold run`
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +79,8 @@ def test_detect_with_backend_onnx_finds_what_torch_finds(run, scene_file, capsys
     torch_found = detect_json(capsys, run, scene_file)
     same_detections(detect_json(capsys, run, scene_file, "--backend", "onnx"), torch_found)
     same_detections(detect_json(capsys, run / "export", scene_file), torch_found)  # the folder alone: onnx
+    at_run = detect_json(capsys, run / "export", scene_file, "--threshold", "run")  # the run's 0.6, copied over
+    assert [d["box"] for d in at_run] == [d["box"] for d in torch_found if d["score"] >= 0.6]
 
 
 def test_the_int8_classifier_names_the_same_proposals(run, scene_file):

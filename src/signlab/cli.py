@@ -60,6 +60,13 @@ INFERENCE_OPTIONS = [  # evaluate, predict and serve
 ]
 
 
+def threshold_value(text: str) -> float | str:
+    """--threshold: a score in [0, 1], or "run" for the threshold the detection run chose (operating_point.json)."""
+    if text == "run":
+        return text
+    return argparse_type(Option("--threshold", "", between(0, 1)), float)(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from signlab.models import list_models
 
@@ -101,9 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     dt.add_argument("--json", action="store_true", help="print one JSON array, one object per scene (README: Detect)")
     dt.add_argument("--out", metavar="DIR", help="write each scene with its boxes and sign names drawn "
                     "(NAME.annotated.jpg), and for a video NAME.annotated.mp4 and NAME.detections.csv")
-    dt.add_argument("--threshold", type=argparse_type(Option("--threshold", "", between(0, 1)), float),
-                    default=DEFAULT_THRESHOLD, help=f"lowest score kept (default {DEFAULT_THRESHOLD}; 0.01 for the "
-                    "whole precision-recall range)")
+    dt.add_argument("--threshold", type=threshold_value, default=DEFAULT_THRESHOLD,
+                    help=f"lowest score kept (default {DEFAULT_THRESHOLD}; 0.01 for the whole precision-recall "
+                    "range; run: the run's operating point, <= 0.05 false positives per validation scene)")
     dt.add_argument("--device", default="auto", type=argparse_type(Option("--device", "", one_of(*DEVICES)), str),
                     help="auto, cpu or cuda")
     dt.add_argument("--backend", type=argparse_type(Option("--backend", "", one_of(*BACKENDS)), str),

@@ -16,6 +16,7 @@ shared by both backends (signlab.detection.finder.decode, signlab.detection.dete
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ import torch
 
 from signlab.detection.boxes import CATEGORIES
 from signlab.detection.detect import CLASSIFIER_FILE, DEFAULT_THRESHOLD, check_detection_run
+from signlab.detection.evaluate import RUN_THRESHOLD_FILE
 from signlab.detection.finder import NMS_IOU, TOP_K, SignFinder
 from signlab.detection.onnx_backend import (
     CLASSIFIER_ONNX,
@@ -68,6 +70,9 @@ def export_detector(target: str | Path, out: str | Path | None = None, int8: boo
     path = folder / FINDER_FILE
     diff = save_checked(proto, path, lambda written: verify_finder(written, finder, scenes))
     written = [path, *export_model(run / CLASSIFIER_FILE, folder / CLASSIFIER_ONNX, int8, card=CLASSIFIER_CARD)]
+    if (run / RUN_THRESHOLD_FILE).is_file():  # so that `signlab detect EXPORT --threshold run` works too
+        shutil.copyfile(run / RUN_THRESHOLD_FILE, folder / RUN_THRESHOLD_FILE)
+        written.append(folder / RUN_THRESHOLD_FILE)
     figures = {"parity": diff, "scenes": source, "info": info, "weights": weights}
     return [*written, write_detector_card(run, written, figures)]
 
