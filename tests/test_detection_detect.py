@@ -129,9 +129,14 @@ def test_threshold_run_is_the_runs_own_operating_threshold(run, stand_in, scenes
     assert main(["detect", str(run), str(scenes / "00000.jpg"), "--threshold", "run"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "operating_point.json" in err[0] and "--threshold 0.3" in err[0]
-    (run / "operating_point.json").write_text(json.dumps({"threshold": 0.99}))
+    detector = signlab.load(run, device="cpu")
+    assert detector.run_threshold is None
+    with pytest.raises(UserError, match="operating_point.json"):
+        detector.detect(scenes / "00000.jpg", threshold="run")
+    (run / "operating_point.json").write_text(json.dumps({"threshold": 0.01}))
     assert main(["detect", str(run), str(scenes / "00000.jpg"), "--json", "--threshold", "run"]) == 0
-    assert json.loads(capsys.readouterr().out)[0]["detections"] == []  # as at --threshold 0.99: none
+    assert len(json.loads(capsys.readouterr().out)[0]["detections"]) == 3  # as at --threshold 0.01 (default: 2)
+    assert detector.run_threshold == 0.01 and len(detector.detect(scenes / "00000.jpg", threshold="run")) == 3
 
 
 def test_folders_text_output_and_drawn_scenes(run, stand_in, scenes, tmp_path, capsys):
