@@ -189,11 +189,9 @@ class Detector:
         """The signs of one scene (a path, a PIL image or an (H, W, 3) uint8 array), best first; for a list of
         scenes (or an (N, H, W, 3) array), one such list per scene. threshold: lowest score kept (default 0.5,
         as `signlab detect`; 0.01 for evaluation; "run": run_threshold)."""
-        if threshold == "run":
-            threshold = self.run_threshold
-            if threshold is None:
-                raise UserError(f"{self._run}: no operating_point.json, so no threshold of its own; give a number")
-        threshold = DEFAULT_THRESHOLD if threshold is None else threshold
+        from signlab.detection.evaluate import resolve_threshold
+
+        threshold = resolve_threshold(self._run, DEFAULT_THRESHOLD if threshold is None else threshold)
         single = isinstance(scenes, (str, Path, Image.Image)) or (isinstance(scenes, np.ndarray) and scenes.ndim != 4)
         found = [self._detector.detect(_scene_array(s), threshold) for s in _as_list(scenes)]
         return found[0] if single else found

@@ -13,7 +13,7 @@ from signlab.errors import UserError
 def run_detect(args: argparse.Namespace) -> int:
     """One result per scene in the order given; unreadable scenes are one stderr line each, then exit 2."""
     from signlab.detection.detect import detect_scene_file, expand_inputs, load_detector, output_stem
-    from signlab.detection.evaluate import RUN_THRESHOLD_FILE, run_threshold
+    from signlab.detection.evaluate import resolve_threshold
     from signlab.detection.video import detect_video, is_video
 
     out = Path(args.out) if args.out else None
@@ -23,11 +23,7 @@ def run_detect(args: argparse.Namespace) -> int:
         except OSError as e:
             raise UserError(f"--out {out}: cannot create this folder ({e.strerror or e})") from None
     detector = load_detector(args.target, args.device, backend=args.backend)
-    if args.threshold == "run":
-        args.threshold = run_threshold(Path(args.target))
-        if args.threshold is None:
-            raise UserError(f"--threshold run: {args.target} has no {RUN_THRESHOLD_FILE} (runs trained with "
-                            f"validation scenes write it); give a number, e.g. --threshold 0.3")
+    threshold = resolve_threshold(Path(args.target), args.threshold)
     files, problems = expand_inputs(args.paths)
     for line in problems:
         print(f"signlab detect: error: {line}", file=sys.stderr)
@@ -37,11 +33,11 @@ def run_detect(args: argparse.Namespace) -> int:
             if is_video(path):
                 if out is None:
                     raise UserError(f"{path}: a video needs --out DIR for its annotated copy and CSV")
-                result = detect_video(detector, path, output_stem(out, path, used), args.threshold,
+                result = detect_video(detector, path, output_stem(out, path, used), threshold,
                                       warn=lambda line: print(f"signlab detect: {line}", file=sys.stderr))
             else:
                 stem = output_stem(out, path, used) if out is not None else None
-                result = detect_scene_file(detector, path, args.threshold, stem)
+                result = detect_scene_file(detector, path, threshold, stem)
         except UserError as e:
             print(f"signlab detect: error: {e}", file=sys.stderr)
             failed = True

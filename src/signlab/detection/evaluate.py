@@ -136,6 +136,17 @@ def run_threshold(target: Path) -> float | None:
         raise UserError(f"{path}: unreadable; delete it (signlab evaluate still scores the run without it)") from None
 
 
+def resolve_threshold(target: Path, threshold: float | str) -> float:
+    """A score threshold as given, or for "run" the run's own (run_threshold); UserError when it has none."""
+    if threshold != "run":
+        return float(threshold)
+    shipped = run_threshold(target)
+    if shipped is None:
+        raise UserError(f"--threshold run: {target} has no {RUN_THRESHOLD_FILE} (runs trained with validation "
+                        f"scenes write it); give a number, e.g. --threshold 0.3")
+    return shipped
+
+
 def format_operating_point(p: dict) -> str:
     """One line: recall found and found-and-named by size at the operating threshold, misnamed signs apart."""
     def pct(v: float | None) -> str:
