@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from signlab.api import train
 from signlab.checkpoint import save_weights
 from signlab.config import TrainConfig
+from signlab.detection import mining
 from signlab.detection.evaluate import RUN_THRESHOLD_FILE
 from signlab.detection.finder import load_finder
 from signlab.detection.scenes import load_scene, read_gtsdb
@@ -129,22 +130,29 @@ def test_a_tiny_finder_finds_easy_signs_in_scenes_it_never_saw(tmp_path, scenes,
     assert recall >= 0.9 and fp_per_scene <= 0.5, (recall, fp_per_scene, lines[-3:])
 
 
-@pytest.mark.parametrize("paste", ["off", "drawn", "gtsrb"])
-def test_a_stopped_run_resumes_bit_identically(tmp_path, road_scenes, classifier, one_torch_thread, paste):
+@pytest.mark.parametrize("paste", ["off", "drawn", "gtsrb", "mine"])
+def test_a_stopped_run_resumes_bit_identically(tmp_path, road_scenes, classifier, one_torch_thread, paste,
+                                               monkeypatch):
     """fp32 pinned. The second run is stopped by SIGINT at the start of its second epoch and resumed: the same
     weights as the uninterrupted run; with signs pasted into every crop too (signlab.detection.paste), drawn
-    ones or a GTSRB folder's."""
+    ones or a GTSRB folder's; or with every crop of a scene that has mined false positives centred on one (the
+    negatives are mined at the end of the first epoch and carried by the checkpoint)."""
     options = {**TINY, "classifier": str(classifier), "epochs": 2, "bf16": "off", "val_fraction": 0.25,
                "image_size": 64, "batch_size": 4,
                "model_options": {"widths": [8, 8, 8, 8], "blocks": [1, 1, 1], "neck": 8}}
-    options["paste"] = 0.0 if paste == "off" else 1.0  # the detect preset pastes into half the crops
+    options["paste"] = 0.0 if paste in ("off", "mine") else 1.0  # the detect preset pastes into half the crops
+    options["mine"] = 1.0 if paste == "mine" else 0.0
+    monkeypatch.setattr(mining, "MINE_THRESHOLD", 0.0)  # a finder one epoch old scores everything low
     if paste == "gtsrb":
         options["paste_from"] = str(make_gtsrb_train(tmp_path / "gtsrb", classes=(13, 14, 32), stored_size=32))
     lines: list[str] = []
     train(road_scenes, out=str(tmp_path / "whole"), log=lines.append, **options)
-    banner = {"off": None, "drawn": "paste: 129 signs of 43 classes from signlab's drawn signs (p=1.0)",
+    banner = {"off": None, "mine": None, "drawn": "paste: 129 signs of 43 classes from signlab's drawn signs (p=1.0)",
               "gtsrb": f"paste: 36 signs of 3 classes from {options.get('paste_from')} (p=1.0)"}[paste]
     assert [line for line in lines if line.startswith("paste:")] == ([banner] if banner else [])
+    mined = [line for line in lines if line.startswith("mined ")]
+    assert len(mined) == (2 if paste == "mine" else 0)
+    assert paste != "mine" or int(mined[0].split()[1]) > 0, mined  # the crops really moved
 
     def stop_after_the_first_epoch(line: str) -> None:
         if line.startswith("epoch   1/"):

@@ -78,6 +78,8 @@ class TrainConfig:
                           "(copy-paste augmentation; 0 = off, default)", between(0, 1))
     paste_from: str | None = option(None, "--paste-from", "detect: paste GTSRB's signs from this training folder "
                                     "(Images/000NN/GT-000NN.csv; default: signlab's drawn signs)", check_paste_from)
+    mine: float = option(0.0, "--mine", "detect: share of crops centred on the finder's own false positives, mined "
+                         "from its training scenes from a third of the epochs on (0 = off, default)", between(0, 1))
     # model
     model: str = option("signnet", "--model", "model name (default signnet)", check_model)
     model_options: dict = option(None, None, "passed to the model factory", default_factory=dict)
@@ -311,6 +313,9 @@ def check_task(cfg: TrainConfig, where: str) -> None:
     if task == "classify" and (cfg.paste > 0 or cfg.paste_from):
         raise UserError(f"--paste{'-from' if cfg.paste_from else ''}: pastes signs into detection scenes; a classify "
                         f"run takes no such flag; drop it{where}")
+    if task == "classify" and cfg.mine > 0:
+        raise UserError(f"--mine: mines false positives in detection scenes; a classify run takes no such flag; "
+                        f"drop it{where}")
     if task == "detect" and cfg.paste_from and cfg.paste == 0:
         raise UserError(f"--paste-from {cfg.paste_from}: pastes nothing at --paste 0; give --paste P too, e.g. "
                         f"--paste 0.5{where}")

@@ -12,6 +12,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from signlab import checkpoint as ckpt
@@ -34,6 +35,7 @@ class TrainState:
     best_score: float = -math.inf  # best validation accuracy so far (-train loss without validation)
     sums: dict = field(default_factory=new_sums)
     ema: dict[str, torch.Tensor] | None = None  # float32 running average of the weights, on the model's device
+    negatives: list[np.ndarray] | None = None  # detection --mine: per training scene (k, 4) float32 corners
 
 
 def open_run(cfg: TrainConfig, is_main: bool) -> Path:
@@ -97,6 +99,8 @@ def restore_state(run: Path, cfg: TrainConfig, model: torch.nn.Module, optimizer
             state.ema = init_ema(model)
     ckpt.restore_rng_states(meta, tensors)
     state.epoch, state.step, state.best_score, state.sums = meta["epoch"], meta["step"], meta["best_acc"], meta["sums"]
+    if meta.get("negatives") is not None:  # float32 corners round-trip exactly through JSON's doubles
+        state.negatives = [np.array(n, np.float32).reshape(-1, 4) for n in meta["negatives"]]
     log(f"resume: from {meta['name']} (epoch {state.epoch + 1}, step {state.step})")
     metrics_csv.truncate_metrics(run / "metrics.csv", state.epoch)
     return state
@@ -120,4 +124,6 @@ def save_state(run: Path, name_step: int, model: torch.nn.Module, optimizer: tor
     meta = {"name": f"{ckpt.CHECKPOINT_PREFIX}{name_step:09d}", "epoch": state.epoch, "step": state.step,
             "best_acc": state.best_score, "sums": state.sums, "optimizer": opt_meta, "rng": ckpt.rng_states(),
             **info}
+    if state.negatives is not None:
+        meta["negatives"] = [n.tolist() for n in state.negatives]
     return ckpt.save_checkpoint(run, name_step, weights, tensors, meta)

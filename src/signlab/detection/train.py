@@ -33,6 +33,7 @@ from signlab.detection.boxes import CATEGORIES
 from signlab.detection.evaluate import RUN_THRESHOLD_FILE, write_run_threshold
 from signlab.detection.finder import SignFinder, encode_targets, finder_loss, to_input
 from signlab.detection.metrics import match_any_class
+from signlab.detection.mining import mine, mining_epoch, no_negatives, scenes_to_mine
 from signlab.detection.paste import SignBank, load_bank, paste_signs
 from signlab.errors import UserError
 from signlab.models import count_macs, count_parameters, create_model, model_task
@@ -111,16 +112,25 @@ def copy_classifier(cfg: TrainConfig, run: Path) -> None:
     os.replace(tmp, run / "classifier.safetensors")
 
 
-def sample_crop(image: np.ndarray, boxes: np.ndarray, cats: np.ndarray, size: int, rng: np.random.Generator
+def sample_crop(image: np.ndarray, boxes: np.ndarray, cats: np.ndarray, size: int, rng: np.random.Generator,
+                negatives: np.ndarray | None = None, mine: float = 0.0
                 ) -> tuple[torch.Tensor, np.ndarray, np.ndarray, np.ndarray]:
-    """A size x size crop (uint8 (size, size, 3)) at a random scale, around a random sign most of the time,
-    the signs whose centre it holds, in its pixels, and every sign's box in its pixels (in view or not)."""
+    """A size x size crop (uint8 (size, size, 3)) at a random scale, around a random sign most of the time (or,
+    with probability `mine`, around one of the scene's mined negatives (k, 4)), the signs whose centre it
+    holds, in its pixels, and every sign's box in its pixels (in view or not)."""
     h, w = image.shape[:2]
     scale = math.exp(rng.uniform(math.log(SCALES[0]), math.log(SCALES[1])))
     side = max(1, round(size / scale))  # the crop's side in scene pixels
-    if len(boxes) and rng.random() < SIGN_CROP_P:
-        x1, y1, x2, y2 = boxes[rng.integers(len(boxes))]
-        cx, cy = (x1 + x2 + 1) / 2, (y1 + y2 + 1) / 2  # the sign's centre lands anywhere but the outer 8th
+    # no draw without negatives, so that crops stay as they were with --mine 0 and before the first mining
+    if negatives is not None and len(negatives) and mine > 0 and rng.random() < mine:
+        centre_on = negatives[rng.integers(len(negatives))]
+    elif len(boxes) and rng.random() < SIGN_CROP_P:
+        centre_on = boxes[rng.integers(len(boxes))]
+    else:
+        centre_on = None
+    if centre_on is not None:
+        x1, y1, x2, y2 = centre_on
+        cx, cy = (x1 + x2 + 1) / 2, (y1 + y2 + 1) / 2  # its centre lands anywhere but the outer 8th
         x0 = int(cx - side * rng.uniform(0.125, 0.875))
         y0 = int(cy - side * rng.uniform(0.125, 0.875))
     else:
@@ -145,12 +155,14 @@ def sample_crop(image: np.ndarray, boxes: np.ndarray, cats: np.ndarray, size: in
 
 
 def make_batch(data: SceneSet, idx: np.ndarray, size: int, rng: np.random.Generator, paste: float = 0.0,
-               bank: SignBank | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Standardised crops (b, 3, size, size), with bank signs pasted into a share `paste` of them, flipped and
-    colour-jittered, and their targets."""
+               bank: SignBank | None = None, negatives: list[np.ndarray] | None = None, mine: float = 0.0
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Standardised crops (b, 3, size, size), with bank signs pasted into a share `paste` of them, a share
+    `mine` of the scenes with mined negatives centred on one, flipped and colour-jittered, and their targets."""
     crops, boxes, cats = [], [], []
     for i in idx:
-        crop, b, c, every = sample_crop(data.images[i], data.boxes[i], data.categories[i], size, rng)
+        crop, b, c, every = sample_crop(data.images[i], data.boxes[i], data.categories[i], size, rng,
+                                        None if negatives is None else negatives[i], mine)
         if bank is not None and paste > 0 and rng.random() < paste:  # off: no draw, so the crops stay as they were
             _, b, c = paste_signs(crop.numpy(), b, c, bank, rng, taken=every)  # into the crop's memory
         if rng.random() < 0.5:  # a mirrored sign keeps its category (left and right turns are both mandatory)
@@ -200,6 +212,8 @@ def train_detector(cfg: TrainConfig, log: Callable[[str], object] | None = None,
     model.to(device, memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg)
     state = restore_state(run, cfg, model, optimizer, log)
+    if cfg.mine > 0 and state.negatives is None:
+        state.negatives = no_negatives(len(train_set))
     batch = min(cfg.batch_size, len(train_set))
     steps = max(1, len(train_set) // batch)  # one crop per training scene and epoch, ragged tail dropped
     total = cfg.epochs * steps
@@ -217,7 +231,7 @@ def train_detector(cfg: TrainConfig, log: Callable[[str], object] | None = None,
                 global_step = epoch * steps + step
                 seed = step_seed(cfg, epoch, step, 0)
                 x, targets = make_batch(train_set, order[step * batch:(step + 1) * batch], cfg.image_size,
-                                        np.random.default_rng(seed), cfg.paste, bank)
+                                        np.random.default_rng(seed), cfg.paste, bank, state.negatives, cfg.mine)
                 torch.manual_seed(seed)
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(global_step, total, cfg)
@@ -248,7 +262,8 @@ def train_detector(cfg: TrainConfig, log: Callable[[str], object] | None = None,
                           f"resume with: signlab train --out {run} --resume", flush=True)
                     raise SystemExit(STOP_EXIT_CODES.get(stop.signum, 143))
             bar.close()
-            row = end_epoch(cfg, run, model, optimizer, state, val_set, device, steps, total, info, log)
+            row = end_epoch(cfg, run, model, optimizer, state, train_set, val_set, device, steps, total, info,
+                            log)
     log(f"done: finder weights in {run / 'best.safetensors'} and {run / 'last.safetensors'}, the classifier in "
         f"{run / 'classifier.safetensors'}")
     point = write_run_threshold(run, device=str(device)) if len(val_set) else None
@@ -259,9 +274,10 @@ def train_detector(cfg: TrainConfig, log: Callable[[str], object] | None = None,
 
 
 def end_epoch(cfg: TrainConfig, run: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-              state: TrainState, val_set: SceneSet, device: torch.device, steps: int, total: int, info: dict,
-              log) -> dict:
-    """Validate, append the metrics row, write last/best weights, then the checkpoint (the commit point)."""
+              state: TrainState, train_set: SceneSet, val_set: SceneSet, device: torch.device, steps: int,
+              total: int, info: dict, log) -> dict:
+    """Validate, mine (--mine), append the metrics row, write last/best weights, then the checkpoint (the commit
+    point)."""
     epoch = state.epoch
     if not weights_finite(model, state):
         raise NonFiniteError("weights", epoch, steps - 1)
@@ -272,17 +288,19 @@ def end_epoch(cfg: TrainConfig, run: Path, model: torch.nn.Module, optimizer: to
            "lr": lr_at((epoch + 1) * steps - 1, total, cfg),
            "crops_per_second": sums["seen"] / max(sums["seconds"], 1e-9),
            "train_seconds": sums["train_seconds"] + sums["seconds"], "epoch_seconds": sums["seconds"]}
-    state.epoch, state.step, state.sums = epoch + 1, 0, new_sums(train_seconds=row["train_seconds"])
     weights = state.ema if state.ema is not None else model.state_dict()
+    finder = eval_finder(cfg, model, state, device)
     if len(val_set):
-        eval_model = model
-        if state.ema is not None:
-            eval_model = create_model(cfg.model, num_classes=len(CATEGORIES), image_size=cfg.image_size,
-                                      **cfg.model_options).to(device, memory_format=torch.channels_last)
-            eval_model.load_state_dict(state.ema)
-        row["val_recall"], row["val_fp_per_scene"] = finder_recall(SignFinder(eval_model.eval(), device, cfg.bf16),
-                                                                   val_set)
-        model.train()
+        row["val_recall"], row["val_fp_per_scene"] = finder_recall(finder, val_set)
+    if cfg.mine > 0 and mining_epoch(epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        state.negatives, found = mine(finder, train_set.images, train_set.boxes, state.negatives, epoch)
+        seconds = time.perf_counter() - t0
+        row["train_seconds"] += seconds  # mining is part of training
+        log(f"mined {found} false positives in {len(scenes_to_mine(epoch, len(train_set)))} training scenes "
+            f"({seconds:.1f} s); {sum(map(len, state.negatives))} remembered")
+    model.train()
+    state.epoch, state.step, state.sums = epoch + 1, 0, new_sums(train_seconds=row["train_seconds"])
     score = (row["val_recall"] - FP_PENALTY * row["val_fp_per_scene"] if row["val_recall"] is not None
              else -row["train_loss"])
     improved = score > state.best_score
@@ -305,6 +323,16 @@ def end_epoch(cfg: TrainConfig, run: Path, model: torch.nn.Module, optimizer: to
     best = (run / "best.json").read_text().split('"')[3]
     ckpt.prune_checkpoints(run, cfg.keep, protect={best})
     return row
+
+
+def eval_finder(cfg: TrainConfig, model: torch.nn.Module, state: TrainState, device: torch.device) -> SignFinder:
+    """The finder as it stands, in eval mode: the EMA weights when there are any."""
+    eval_model = model
+    if state.ema is not None:
+        eval_model = create_model(cfg.model, num_classes=len(CATEGORIES), image_size=cfg.image_size,
+                                  **cfg.model_options).to(device, memory_format=torch.channels_last)
+        eval_model.load_state_dict(state.ema)
+    return SignFinder(eval_model.eval(), device, cfg.bf16)
 
 
 def finder_recall(finder: SignFinder, scenes: SceneSet, threshold: float = VAL_THRESHOLD,
