@@ -43,7 +43,7 @@ def scene_negatives(finder, image: np.ndarray, signs: np.ndarray) -> np.ndarray:
     boxes, scores = boxes.detach().float().cpu(), scores.detach().float().cpu()  # (N, 4), (N,)
     sign_of = match_any_class(signs, boxes, scores, MINE_IOU)
     false = [i for i, s in enumerate(sign_of) if s == -1]
-    return boxes[false].numpy().astype(np.float32).reshape(-1, 4)
+    return boxes[false].numpy().reshape(-1, 4)  # float32 already
 
 
 def remember(old: np.ndarray, new: np.ndarray) -> np.ndarray:

@@ -289,10 +289,11 @@ def end_epoch(cfg: TrainConfig, run: Path, model: torch.nn.Module, optimizer: to
            "crops_per_second": sums["seen"] / max(sums["seconds"], 1e-9),
            "train_seconds": sums["train_seconds"] + sums["seconds"], "epoch_seconds": sums["seconds"]}
     weights = state.ema if state.ema is not None else model.state_dict()
-    finder = eval_finder(cfg, model, state, device)
+    mining = cfg.mine > 0 and mining_epoch(epoch, cfg.epochs)
+    finder = eval_finder(cfg, model, state, device) if len(val_set) or mining else None
     if len(val_set):
         row["val_recall"], row["val_fp_per_scene"] = finder_recall(finder, val_set)
-    if cfg.mine > 0 and mining_epoch(epoch, cfg.epochs):
+    if mining:
         t0 = time.perf_counter()
         state.negatives, found = mine(finder, train_set.images, train_set.boxes, state.negatives, epoch)
         seconds = time.perf_counter() - t0
