@@ -1,8 +1,9 @@
 """The detector's operating point and its failure cases, on each run's validation blocks (issue #17).
 
-    python bench/detection_failures.py RUN [RUN ...] [--threads 1] [--crops /tmp/det-failures]
+    python bench/detection_failures.py RUN [RUN ...] [--threads 1] [--crops /tmp/det-failures] [--no-verifier]
 
-RUN is a detection run (`signlab train --task detect`); each is evaluated on the blocks its training held out.
+RUN is a detection run (`signlab train --task detect`); each is evaluated on the blocks its training held out,
+with its verifier where it has one (--no-verifier: without, for a paired comparison).
 Per run: the operating point (signlab.detection.metrics.operating_point: the lowest threshold with <= 0.05
 false positives per scene, recall found and found-and-named by size) with the last epoch's weights, and with
 best.safetensors, which was chosen on these very scenes and so is optimistic; with two runs or more, also the
@@ -110,10 +111,10 @@ def box_overlap(d, s) -> float:
                          torch.tensor([[s.x1, s.y1, s.x2, s.y2]], dtype=torch.float64))[0, 0])
 
 
-def evaluate_weights(run: Path, weights: str, scenes) -> tuple[dict, list, list]:
+def evaluate_weights(run: Path, weights: str, scenes, verify: bool = True) -> tuple[dict, list, list]:
     """The run's detector with the finder from `weights`, on the scenes: figures, scenes read, detections."""
     finder = load_finder(run / weights, torch.device("cpu"))
-    detector = load_detector(run, "cpu", finder=finder)
+    detector = load_detector(run, "cpu", finder=finder, verify=verify)
     kept, detections, unreadable, seconds = detect_scenes(detector, scenes)
     m = evaluate_detections(kept, detections)
     figures = {"weights": weights, "operating_point": m["operating_point"], "map50_categories": m["map50_categories"],
@@ -241,14 +242,14 @@ def print_tables(results: list[dict], mean: dict, fails: dict) -> None:
             print(f"| {r['split_seed']} | {f['scene']} | {f['box']} | {f['score']:.3f} | {f['class_id']} {f['name']} |")
 
 
-def evaluate_run(run: Path, crops: Path, best: bool) -> tuple[dict, tuple[list, list]]:
+def evaluate_run(run: Path, crops: Path, best: bool, verify: bool = True) -> tuple[dict, tuple[list, list]]:
     """The run's figures, and the scenes scored with their detections (for thresholds fixed elsewhere)."""
     cfg = json.loads((run / "config.json").read_text())
     scenes, source = evaluation_scenes(run, None)
-    last, kept, detections = evaluate_weights(run, "last.safetensors", scenes)
+    last, kept, detections = evaluate_weights(run, "last.safetensors", scenes, verify)
     weights = {"last": last}
     if best and (run / "best.safetensors").is_file():
-        weights["best"] = evaluate_weights(run, "best.safetensors", scenes)[0]
+        weights["best"] = evaluate_weights(run, "best.safetensors", scenes, verify)[0]
     outcomes = sign_outcomes(kept, detections, last["operating_point"]["threshold"])
     signs, false = records(kept, detections, outcomes)
     sheet = write_crops(crops / f"split{cfg['split_seed']}", kept, signs, false)
@@ -273,11 +274,13 @@ def main() -> None:
     parser.add_argument("--no-best", action="store_true", help="skip best.safetensors (a second detection pass)")
     parser.add_argument("--crops", type=Path, default=Path("/tmp/det-failures"))
     parser.add_argument("--out-dir", type=Path, default=Path("docs/results/detection"))
+    parser.add_argument("--no-verifier", action="store_true", help="leave out RUN/verifier.safetensors")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     context = {"commit": git_revision(), "machine": machine(), "threads": torch.get_num_threads(),
                "command": "python " + " ".join(sys.argv)}
-    results, scored = zip(*(evaluate_run(run, args.crops, not args.no_best) for run in args.runs), strict=True)
+    results, scored = zip(*(evaluate_run(run, args.crops, not args.no_best, not args.no_verifier)
+                            for run in args.runs), strict=True)
     results = list(results)
     fix_thresholds_in_advance(results, list(scored))
     args.out_dir.mkdir(parents=True, exist_ok=True)

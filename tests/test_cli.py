@@ -238,3 +238,14 @@ def test_a_preset_is_held_to_the_flags_ranges(tmp_path, capsys):
     preset.write_text(json.dumps({"epochs": "3"}))
     assert main(["train", "--preset", str(preset), "--out", str(tmp_path / "run")]) == 2
     assert "--epochs 3: must be an integer" in capsys.readouterr().err
+
+
+def test_a_presets_verifier_can_be_turned_off(tmp_path):
+    """detect_fast turns --verify on; --no-verify turns it off again, and nothing else does."""
+    from conftest import write_tiny_classifier
+
+    given = ("--data", str(tmp_path), "--classifier", str(write_tiny_classifier(tmp_path / "c.safetensors")))
+    assert resolve("--preset", "detect_fast", *given).verify is True
+    assert resolve("--preset", "detect_fast", "--no-verify", *given).verify is False
+    assert resolve("--preset", "detect", *given).verify is False
+    assert resolve("--preset", "detect", "--verify", *given).verify is True

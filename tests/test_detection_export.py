@@ -15,6 +15,7 @@ from PIL import Image
 
 import signlab
 from signlab.cli import main
+from signlab.detection.detect import load_detector
 from signlab.detection.finder import load_finder
 from signlab.detection.onnx_backend import CLASSIFIER_INT8, OnnxFinder, export_config, load_onnx_detector
 from signlab.detection.synthetic import write_synthetic_scenes
@@ -125,3 +126,43 @@ def test_export_to_an_onnx_file_name_is_one_line(exportable_detection_run, tmp_p
     assert main(["export", str(exportable_detection_run), "--out", str(tmp_path / "x.onnx")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "give a folder" in err
+
+
+def test_a_runs_verifier_is_exported_and_scores_as_in_torch(exportable_detection_run, tmp_path, scene_file,
+                                                           capsys):
+    """A run trained with --verify exports verifier.onnx too; the onnx detector multiplies it in as torch
+    does. Exported again without the verifier, the stale verifier.onnx goes."""
+    import shutil
+
+    from signlab.detection import verify
+    from signlab.preprocess import Preprocessing
+
+    run = tmp_path / "run"
+    shutil.copytree(exportable_detection_run, run, ignore=shutil.ignore_patterns("export"))
+    scene = np.asarray(Image.open(scene_file).convert("RGB"))
+    finder = load_finder(run, torch.device("cpu"))
+    signs = [np.array([[100, 60, 140, 100]], np.float32)]
+    verify.train_verifier(run, finder, [scene], signs, Preprocessing(), None, 0, torch.device("cpu"),
+                          log=lambda _: None)
+    assert main(["export", str(run)]) == 0
+    assert (run / "export" / "verifier.onnx").is_file() and (run / "export" / "VERIFIER_CARD.md").is_file()
+    assert "verifier.onnx" in (run / "export" / "MODEL_CARD.md").read_text()
+    torch_found = detect_json(capsys, run, scene_file, "--threshold", "0.01")
+    same_detections(detect_json(capsys, run / "export", scene_file, "--threshold", "0.01"), torch_found)
+    card = (run / "export" / "VERIFIER_CARD.md").read_text()
+    assert "not a sign" in card and "pylons" in card
+    onnx_detector = load_onnx_detector(run, "cpu")
+    assert onnx_detector.verifier is not None
+    for backend in ("torch", "onnx"):  # the verifier's P(sign) is in each score, whichever backend
+        checked = load_detector(run, "cpu", backend=backend).detect(scene, 0.01)
+        plain = load_detector(run, "cpu", backend=backend, verify=False).detect(scene, 0.01)
+        p_sign = {(d.x1, d.y1, d.x2, d.y2): d.score for d in plain}
+        ratios = [d.score / p_sign[(d.x1, d.y1, d.x2, d.y2)] for d in checked]
+        assert ratios and all(0.0 < r < 1.0 for r in ratios) and max(ratios) - min(ratios) > 1e-3, ratios
+    capsys.readouterr()
+    assert main(["detect", str(run), str(scene_file), "--json", "--threshold", "0.01", "--no-verify"]) == 0
+    without = json.loads(capsys.readouterr().out)[0]["detections"]
+    assert sorted(d["score"] for d in without) == pytest.approx(sorted(d.score for d in plain), abs=2e-4)
+    (run / "verifier.safetensors").unlink()
+    assert main(["export", str(run)]) == 0
+    assert not (run / "export" / "verifier.onnx").exists() and not (run / "export" / "VERIFIER_CARD.md").exists()

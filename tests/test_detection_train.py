@@ -19,7 +19,8 @@ from safetensors.torch import load_file
 from signlab.api import train
 from signlab.checkpoint import save_weights
 from signlab.config import TrainConfig
-from signlab.detection import mining
+from signlab.detection import mining, verify
+from signlab.detection.detect import VERIFIER_FILE
 from signlab.detection.evaluate import RUN_THRESHOLD_FILE
 from signlab.detection.finder import load_finder
 from signlab.detection.scenes import load_scene, read_gtsdb
@@ -130,29 +131,36 @@ def test_a_tiny_finder_finds_easy_signs_in_scenes_it_never_saw(tmp_path, scenes,
     assert recall >= 0.9 and fp_per_scene <= 0.5, (recall, fp_per_scene, lines[-3:])
 
 
-@pytest.mark.parametrize("paste", ["off", "drawn", "gtsrb", "mine"])
+@pytest.mark.parametrize("paste", ["off", "drawn", "gtsrb", "mine", "verify"])
 def test_a_stopped_run_resumes_bit_identically(tmp_path, road_scenes, classifier, one_torch_thread, paste,
                                                monkeypatch):
     """fp32 pinned. The second run is stopped by SIGINT at the start of its second epoch and resumed: the same
     weights as the uninterrupted run; with signs pasted into every crop too (signlab.detection.paste), drawn
     ones or a GTSRB folder's; or with every crop of a scene that has mined false positives centred on one (the
-    negatives are mined at the end of the first epoch and carried by the checkpoint)."""
+    negatives are mined at the end of the first epoch and carried by the checkpoint); or with a verifier
+    trained after the finder (the same verifier too)."""
     options = {**TINY, "classifier": str(classifier), "epochs": 2, "bf16": "off", "val_fraction": 0.25,
                "image_size": 64, "batch_size": 4,
                "model_options": {"widths": [8, 8, 8, 8], "blocks": [1, 1, 1], "neck": 8}}
-    options["paste"] = 0.0 if paste in ("off", "mine") else 1.0  # the detect preset pastes into half the crops
+    options["paste"] = 0.0 if paste in ("off", "mine", "verify") else 1.0  # detect presets paste into half
     options["mine"] = 1.0 if paste == "mine" else 0.0
+    options["verify"] = paste == "verify"
     monkeypatch.setattr(mining, "MINE_THRESHOLD", 0.0)  # a finder one epoch old scores everything low
+    monkeypatch.setattr(verify, "NEGATIVE_THRESHOLD", 0.0)
     if paste == "gtsrb":
         options["paste_from"] = str(make_gtsrb_train(tmp_path / "gtsrb", classes=(13, 14, 32), stored_size=32))
     lines: list[str] = []
     train(road_scenes, out=str(tmp_path / "whole"), log=lines.append, **options)
-    banner = {"off": None, "mine": None, "drawn": "paste: 129 signs of 43 classes from signlab's drawn signs (p=1.0)",
+    banner = {"off": None, "mine": None, "verify": None,
+              "drawn": "paste: 129 signs of 43 classes from signlab's drawn signs (p=1.0)",
               "gtsrb": f"paste: 36 signs of 3 classes from {options.get('paste_from')} (p=1.0)"}[paste]
     assert [line for line in lines if line.startswith("paste:")] == ([banner] if banner else [])
     mined = [line for line in lines if line.startswith("mined ")]
     assert len(mined) == (2 if paste == "mine" else 0)
     assert paste != "mine" or int(mined[0].split()[1]) > 0, mined  # the crops really moved
+    examples = [line for line in lines if line.startswith("verifier examples:")]
+    assert len(examples) == (1 if paste == "verify" else 0)
+    assert paste != "verify" or " 0 finder false positives" not in examples[0], examples
 
     def stop_after_the_first_epoch(line: str) -> None:
         if line.startswith("epoch   1/"):
@@ -164,6 +172,10 @@ def test_a_stopped_run_resumes_bit_identically(tmp_path, road_scenes, classifier
     train(road_scenes, out=str(tmp_path / "cut"), resume=True, log=lambda _: None, **options)
     whole, cut = load_file(tmp_path / "whole" / "last.safetensors"), load_file(tmp_path / "cut" / "last.safetensors")
     assert whole.keys() == cut.keys() and all(torch.equal(whole[k], cut[k]) for k in whole)
+    assert (tmp_path / "whole" / VERIFIER_FILE).is_file() == (paste == "verify")
+    if paste == "verify":
+        whole, cut = (load_file(tmp_path / r / VERIFIER_FILE) for r in ("whole", "cut"))
+        assert whole.keys() == cut.keys() and all(torch.equal(whole[k], cut[k]) for k in whole)
     with open(tmp_path / "cut" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["epoch"] for r in rows] == ["1", "2"] and rows[0]["val_recall"] != ""

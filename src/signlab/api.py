@@ -146,11 +146,12 @@ class Classifier:
 
 
 class Detector:
-    """A trained detector of signs in whole road scenes: its finder, and the classifier that names the signs.
+    """A trained detector of signs in whole road scenes: its finder, its verifier if it was trained with one, and
+    the classifier that names the signs.
 
     `detect` returns `signlab.detection.boxes.Detection`s: boxes (x1, y1, x2, y2) in the scene's pixels with
-    inclusive corners, GTSRB class id, score = the finder's probability that a sign is there times the
-    classifier's probability of its class (signlab.detection.detect)."""
+    inclusive corners, GTSRB class id, score = the finder's probability that a sign is there (times the
+    verifier's) times the classifier's probability of its class (signlab.detection.detect)."""
 
     task = "detect"
 

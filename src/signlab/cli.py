@@ -28,7 +28,9 @@ def add_options(parser: argparse.ArgumentParser, declared: list[tuple[str, objec
         if opt.flag is None:
             continue
         text = opt.help.replace("%", "%%")
-        if isinstance(default, bool):
+        if isinstance(default, bool) and opt.negatable:
+            parser.add_argument(opt.flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=text)
+        elif isinstance(default, bool):
             parser.add_argument(opt.flag, dest=dest, action="store_const", const=not default, default=None,
                                 help=text)
         else:
@@ -87,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test-time augmentation (default: as the model was trained to be used)")
     e.add_argument("--fp-budget", type=argparse_type(Option("--fp-budget", "", at_least(0)), float), metavar="F",
                    help="detection runs: false positives per scene allowed at the operating point (default 0.05)")
+    e.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="detection runs: leave the run's verifier out (runs trained with --verify)")
     add_options(e, INFERENCE_OPTIONS)
 
     p = sub.add_parser("predict", help="classify image files")
@@ -116,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     dt.add_argument("--backend", type=argparse_type(Option("--backend", "", one_of(*BACKENDS)), str),
                     help="torch, or onnx: onnxruntime on the files of signlab export RUN (default: onnx for such "
                     "a folder, else torch)")
+    dt.add_argument("--no-verify", dest="verify", action="store_false",
+                    help="leave the run's verifier out (runs trained with --verify): finder and classifier only")
 
     x = sub.add_parser("export", help="export a trained model to ONNX (and int8), with a model card beside it")
     x.add_argument("target", metavar="RUN_DIR_OR_WEIGHTS")
@@ -216,7 +222,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise UserError(f"{args.target}: a detection run is evaluated without TTA; drop --tta")
         budget = {} if args.fp_budget is None else {"fp_budget": args.fp_budget}
         summary = evaluate_detector(args.target, args.data, args.report, args.device or "auto",
-                                    backend=args.backend, **budget)
+                                    backend=args.backend, verify=args.verify, **budget)
         print(json.dumps(summary) if args.json else format_detection_summary(summary))
         return 0
     if args.fp_budget is not None:

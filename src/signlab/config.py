@@ -80,6 +80,9 @@ class TrainConfig:
                                     "(Images/000NN/GT-000NN.csv; default: signlab's drawn signs)", check_paste_from)
     mine: float = option(0.0, "--mine", "detect: share of crops centred on the finder's own false positives, mined "
                          "from its training scenes from a third of the epochs on (0 = off, default)", between(0, 1))
+    verify: bool = option(False, "--verify", "detect: after training, train a sign/not-sign verifier on the "
+                          "finder's false positives in its training scenes; detection multiplies its score in "
+                          "(detect_fast: on; --no-verify: off)", negatable=True)
     # model
     model: str = option("signnet", "--model", "model name (default signnet)", check_model)
     model_options: dict = option(None, None, "passed to the model factory", default_factory=dict)
@@ -313,6 +316,9 @@ def check_task(cfg: TrainConfig, where: str) -> None:
     if task == "classify" and (cfg.paste > 0 or cfg.paste_from):
         raise UserError(f"--paste{'-from' if cfg.paste_from else ''}: pastes signs into detection scenes; a classify "
                         f"run takes no such flag; drop it{where}")
+    if task == "classify" and cfg.verify:
+        raise UserError(f"--verify: verifies a detector's proposals; a classify run takes no such flag; "
+                        f"drop it{where}")
     if task == "classify" and cfg.mine > 0:
         raise UserError(f"--mine: mines false positives in detection scenes; a classify run takes no such flag; "
                         f"drop it{where}")

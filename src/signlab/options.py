@@ -26,12 +26,13 @@ class Option:
     help: str
     check: Check | None = None
     parse: Callable[[str], Any] | None = None  # argparse type; default: the type of the field's default
+    negatable: bool = False  # a switch that a preset may turn on: --flag and --no-flag
 
 
 def option(default: Any = MISSING, flag: str | None = None, help: str = "", check: Check | None = None,
-           parse: Callable[[str], Any] | None = None, default_factory: Any = MISSING) -> Any:
+           parse: Callable[[str], Any] | None = None, default_factory: Any = MISSING, negatable: bool = False) -> Any:
     """A dataclass field that carries its Option."""
-    meta = {"option": Option(flag, help, check, parse)}
+    meta = {"option": Option(flag, help, check, parse, negatable)}
     if default_factory is not MISSING:
         return field(default_factory=default_factory, metadata=meta)
     return field(default=default, metadata=meta)

@@ -60,7 +60,8 @@ def open_run(cfg: TrainConfig, is_main: bool) -> Path:
 def clear_run(run: Path) -> None:
     """--overwrite: remove what a previous run left, so its checkpoints and metrics cannot mix with ours."""
     shutil.rmtree(run / "checkpoints", ignore_errors=True)
-    for name in ("metrics.csv", "best.json", "best.safetensors", "last.safetensors", "skipped.txt", "split.json"):
+    for name in ("metrics.csv", "best.json", "best.safetensors", "last.safetensors", "skipped.txt", "split.json",
+                 "verifier.safetensors", "operating_point.json"):  # the last two: detection runs
         (run / name).unlink(missing_ok=True)
 
 

@@ -6,12 +6,15 @@
           --> Detection(box, class_id = the classifier's top class, score = proposal score x its probability)
 
 The score is the probability that a sign is there (the finder's) times the probability that it is this class
-(the classifier's top softmax output). It is never above the proposal score, so the finder is asked only for
-proposals at or above the threshold, and a low threshold (0.01) gives the whole precision-recall range. The
-class is the classifier's alone: the finder's category is a coarser guess from fewer pixels.
+(the classifier's top softmax output); a run trained with --verify also has a verifier, a sign / not-sign CNN
+on the same crops (signlab.detection.verify), whose P(sign) multiplies in. The score is never above the proposal
+score, so the finder is asked only for proposals at or above the threshold, and a low threshold (0.01) gives
+the whole precision-recall range. The class is the classifier's alone: the finder's category is a coarser
+guess from fewer pixels.
 
-A detection run folder holds config.json ("task": "detect"), the finder's weights, and classifier.safetensors
-(a copy of the GTSRB classifier it was given): `load_detector` puts the two together.
+A detection run folder holds config.json ("task": "detect"), the finder's weights, classifier.safetensors (a
+copy of the GTSRB classifier it was given) and, with --verify, verifier.safetensors: `load_detector` puts them
+together.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ if TYPE_CHECKING:
 
 DEFAULT_THRESHOLD = 0.5  # lowest score `signlab detect` keeps unless told: what a person wants to look at
 CLASSIFIER_FILE = "classifier.safetensors"
+VERIFIER_FILE = "verifier.safetensors"  # signlab.detection.verify: optional
 # GTSRB's whole images frame the sign with a border of 10 % of its size, at least 5 px (its description;
 # docs/roi.md measured 4-6 px). A classifier trained on whole images (--crop full) expects that context.
 FULL_BORDER_FRACTION, FULL_BORDER_MIN_PX = 0.10, 5.0
@@ -81,19 +85,21 @@ class SignDetector:
     own pixels, highest score first."""
 
     def __init__(self, finder: SignFinder, classifier: LoadedModel | OnnxClassifier, device: torch.device,
-                 tta: bool = False) -> None:
+                 tta: bool = False, verifier: LoadedModel | OnnxClassifier | None = None) -> None:
         if len(classifier.class_names) != len(GTSRB_CLASS_NAMES):  # its outputs are GTSRB's class ids, in order
             raise UserError(f"{classifier.path}: the classifier knows {len(classifier.class_names)} classes, not "
                             f"GTSRB's 43; detection names signs with a classifier trained on GTSRB's layout")
         self.finder, self.classifier, self.device, self.tta = finder, classifier, device, tta
+        self.verifier = verifier  # signlab.detection.verify: P(sign) of each proposal, or None
 
     @property
     def preprocessing(self) -> Preprocessing:
         return self.classifier.preprocessing
 
-    def probabilities(self, scene: np.ndarray, boxes: torch.Tensor | np.ndarray) -> torch.Tensor:
+    def probabilities(self, scene: np.ndarray, boxes: torch.Tensor | np.ndarray,
+                      crops: np.ndarray | None = None) -> torch.Tensor:
         """Class probabilities (N, 43) float32 of the boxes' crops: one forward pass (TTA: one per view)."""
-        crops = crop_signs(scene, boxes, self.preprocessing)
+        crops = crop_signs(scene, boxes, self.preprocessing) if crops is None else crops
         if len(crops) == 0:
             return torch.zeros(0, len(GTSRB_CLASS_NAMES))
         if isinstance(self.classifier, LoadedModel):
@@ -101,6 +107,19 @@ class SignDetector:
         else:  # the exported classifier (signlab.onnx_backend): no TTA
             logits = torch.from_numpy(self.classifier.logits(crops))
         return torch.softmax(logits.float(), dim=1)
+
+    def sign_probability(self, scene: np.ndarray, boxes: torch.Tensor, crops: np.ndarray) -> torch.Tensor:
+        """The verifier's P(sign) (N,) of each box, or ones without a verifier."""
+        if self.verifier is None:
+            return torch.ones(len(boxes))
+        if self.verifier.preprocessing.image_size != self.preprocessing.image_size or \
+                self.verifier.preprocessing.crop != self.preprocessing.crop:
+            crops = crop_signs(scene, boxes, self.verifier.preprocessing)
+        if isinstance(self.verifier, LoadedModel):
+            logits = predict_images(self.verifier, crops, self.device, batch_size=len(crops), tta=False)
+        else:  # the exported verifier (signlab.onnx_backend)
+            logits = torch.from_numpy(self.verifier.logits(crops))
+        return torch.softmax(logits.float(), dim=1)[:, 1]
 
     def detect(self, scene: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> list[Detection]:
         """The named signs of one (H, W, 3) uint8 RGB scene with score >= threshold, best first."""
@@ -111,8 +130,9 @@ class SignDetector:
         if len(boxes) == 0:
             return []
         boxes, scores = boxes.detach().float().cpu(), scores.detach().float().cpu()  # (N, 4), (N,)
-        probability, class_id = self.probabilities(scene, boxes).max(dim=1)
-        final = scores * probability  # (N,)
+        crops = crop_signs(scene, boxes, self.preprocessing)
+        probability, class_id = self.probabilities(scene, boxes, crops).max(dim=1)
+        final = scores * probability * self.sign_probability(scene, boxes, crops)  # (N,)
         order = [i for i in torch.argsort(final, descending=True).tolist() if final[i] >= threshold]
         return [Detection(*(float(v) for v in boxes[i].tolist()), class_id=int(class_id[i]), score=float(final[i]))
                 for i in order]
@@ -166,11 +186,12 @@ def load_run_finder(run: Path, device: torch.device) -> SignFinder:
 
 
 def load_detector(run_dir: str | Path, device: str | torch.device = "auto", finder: SignFinder | None = None,
-                  tta: bool = False, backend: str | None = None) -> SignDetector:
+                  tta: bool = False, backend: str | None = None, verify: bool = True) -> SignDetector:
     """The detector of a detection run: its finder and the classifier it was given (classifier.safetensors).
     finder: another first stage to put in front of the run's classifier (e.g. the colour and shape finder).
     backend "onnx": the files `signlab export RUN` wrote (RUN/export, or run_dir is that folder), run by
-    onnxruntime; None: onnx for such a folder, else torch."""
+    onnxruntime; None: onnx for such a folder, else torch. verify: put the run's verifier in (signlab.detection.
+    verify), where it has one."""
     from signlab.detection.onnx_backend import is_detector_export, load_onnx_detector
 
     if backend not in (None, "torch", "onnx"):
@@ -178,15 +199,17 @@ def load_detector(run_dir: str | Path, device: str | torch.device = "auto", find
     if backend == "onnx" or (backend is None and is_detector_export(run_dir)):
         if not is_detector_export(run_dir):
             check_detection_run(run_dir)
-        return load_onnx_detector(run_dir, device if isinstance(device, str) else device.type, finder, tta)
+        return load_onnx_detector(run_dir, device if isinstance(device, str) else device.type, finder, tta,
+                                  verify=verify)
     run = check_detection_run(run_dir)
     torch_device = pick_device(device) if isinstance(device, str) else device
     if not (run / CLASSIFIER_FILE).is_file():
         raise UserError(f"{run}: no {CLASSIFIER_FILE} in this detection run; train it again with "
                         f"signlab train --task detect --classifier RUN_OR_WEIGHTS")
     classifier = load_model(run / CLASSIFIER_FILE, torch_device)
+    verifier = load_model(run / VERIFIER_FILE, torch_device) if verify and (run / VERIFIER_FILE).is_file() else None
     return SignDetector(finder if finder is not None else load_run_finder(run, torch_device), classifier,
-                        torch_device, tta)
+                        torch_device, tta, verifier)
 
 
 # ---------------------------------------------------------------- `signlab detect`

@@ -78,21 +78,22 @@ def detect_scenes(detector, scenes: list, threshold: float = EVALUATION_THRESHOL
 
 def evaluate_detector(target: str | Path, data: str | Path | None = None, report: str | Path | None = None,
                       device: str = "auto", finder=None, backend: str | None = None,
-                      fp_budget: float = FP_BUDGET) -> dict:
+                      fp_budget: float = FP_BUDGET, verify: bool = True) -> dict:
     """Detect every scene, score the detections; returns the JSON-ready summary `signlab evaluate` prints.
     finder: another first stage in front of the run's classifier (bench/finders.py compares them); backend:
     as load_detector's (onnx: the files of `signlab export RUN`); fp_budget: false positives per scene allowed
-    at the operating point (metrics.operating_point)."""
+    at the operating point (metrics.operating_point); verify False: without the run's verifier."""
     from signlab.detection.metrics import evaluate_detections, point_at
 
-    detector = load_detector(target, device, finder=finder, backend=backend)
+    detector = load_detector(target, device, finder=finder, backend=backend, verify=verify)
     shipped = run_threshold(Path(target))
     scenes, source = evaluation_scenes(Path(target), data)
     kept, detections, unreadable, seconds = detect_scenes(detector, scenes)
     if not kept:
         raise UserError(f"{source}: none of its scenes could be read")
     metrics = evaluate_detections(kept, detections, score_threshold=DEFAULT_THRESHOLD, fp_budget=fp_budget)
-    summary = {"task": "detect", "target": str(target), "backend": backend or "torch", "data": source,
+    summary = {"task": "detect", "target": str(target), "backend": backend or "torch",
+               "verifier": detector.verifier is not None, "data": source,
                "seconds": seconds, "scenes_per_second": len(kept) / seconds, "unreadable": unreadable,
                **{k: v for k, v in metrics.items() if k != "pr_curves"}}
     if shipped is not None:
@@ -167,7 +168,9 @@ def format_detection_summary(s: dict) -> str:
     per_category = ", ".join(f"{c} {pct(s['ap50'][c])}" for c in RANKED_CATEGORIES)
     by_size = ", ".join(f"{k.replace('_', ' ')} {pct(v['recall'])} % of {v['signs']}"
                         for k, v in s["recall_by_size"].items())
-    lines = [f"{s['scenes']} scenes, {s['signs']} signs ({s['data']}); {s['scenes_per_second']:.2f} scenes/s",
+    stages = "finder, verifier and classifier" if s.get("verifier") else "finder and classifier"
+    lines = [f"{s['scenes']} scenes, {s['signs']} signs ({s['data']}); {stages}; {s['scenes_per_second']:.2f} "
+             f"scenes/s",
              f"mAP@0.5 over the three ranked categories: {pct(s['map50_categories'])} % ({per_category})",
              f"mAP@0.5 over the classes (find and name): {pct(s['map50_classes'])} %; "
              f"AP@[.5:.95]: {pct(s['ap50_95'])} %",

@@ -4,7 +4,8 @@ in one folder (RUN/export unless --out says), with a model card for the pair and
     finder.onnx           scene uint8 (1, H, W, 3) RGB, any H and W -> maps float32 (1, C + 4, h, w)
     classifier.onnx       sign crops uint8 (N, S, S, 3) -> logits (N, 43): signlab.export's graph, unchanged
     classifier.int8.onnx  with --int8: its int8 copy (calibrated on the classifier's training images)
-    MODEL_CARD.md, CLASSIFIER_CARD.md
+    verifier.onnx         a run trained with --verify: crops -> logits (N, 2), "not a sign" and "sign"
+    MODEL_CARD.md, CLASSIFIER_CARD.md (and VERIFIER_CARD.md)
 
 The finder's graph is signlab.detection.finder.SceneGraph, the module the torch backend runs: standardisation
 and padding to a multiple of 16 happen inside it. Its maps are the network's raw output: the C heatmap logits
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 
 from signlab.detection.boxes import CATEGORIES
-from signlab.detection.detect import CLASSIFIER_FILE, DEFAULT_THRESHOLD, check_detection_run
+from signlab.detection.detect import CLASSIFIER_FILE, DEFAULT_THRESHOLD, VERIFIER_FILE, check_detection_run
 from signlab.detection.evaluate import RUN_THRESHOLD_FILE
 from signlab.detection.finder import NMS_IOU, TOP_K, SignFinder
 from signlab.detection.onnx_backend import (
@@ -32,6 +33,7 @@ from signlab.detection.onnx_backend import (
     FINDER_FILE,
     MAPS_OUTPUT,
     SCENE_INPUT,
+    VERIFIER_ONNX,
     OnnxFinder,
 )
 from signlab.errors import UserError
@@ -39,7 +41,7 @@ from signlab.export import META, PARITY_TOLERANCE, graph_to_onnx, save_checked
 from signlab.models.detector import STRIDE
 
 CHECK_SIZE = (203, 341)  # the synthetic check scene: odd, so padding and every stage's rounding are exercised
-CARD, CLASSIFIER_CARD = "MODEL_CARD.md", "CLASSIFIER_CARD.md"
+CARD, CLASSIFIER_CARD, VERIFIER_CARD = "MODEL_CARD.md", "CLASSIFIER_CARD.md", "VERIFIER_CARD.md"
 
 
 def export_detector(target: str | Path, out: str | Path | None = None, int8: bool = False) -> list[Path]:
@@ -70,6 +72,12 @@ def export_detector(target: str | Path, out: str | Path | None = None, int8: boo
     path = folder / FINDER_FILE
     diff = save_checked(proto, path, lambda written: verify_finder(written, finder, scenes))
     written = [path, *export_model(run / CLASSIFIER_FILE, folder / CLASSIFIER_ONNX, int8, card=CLASSIFIER_CARD)]
+    if (run / VERIFIER_FILE).is_file():
+        written += export_model(run / VERIFIER_FILE, folder / VERIFIER_ONNX, card=VERIFIER_CARD)
+        write_verifier_card(folder / VERIFIER_CARD, run)  # in place of the classifier-style card
+    else:  # an earlier export's would be loaded with this run's finder
+        (folder / VERIFIER_ONNX).unlink(missing_ok=True)
+        (folder / VERIFIER_CARD).unlink(missing_ok=True)
     if (run / RUN_THRESHOLD_FILE).is_file():  # so that `signlab detect EXPORT --threshold run` works too
         shutil.copyfile(run / RUN_THRESHOLD_FILE, folder / RUN_THRESHOLD_FILE)
         written.append(folder / RUN_THRESHOLD_FILE)
@@ -129,10 +137,38 @@ def verify_finder(path: Path, finder: SignFinder, scenes: list[np.ndarray]) -> f
     return worst
 
 
+def write_verifier_card(path: Path, run: Path) -> None:
+    """VERIFIER_CARD.md: what verifier.onnx decides and how it was trained (signlab.detection.verify)."""
+    from signlab.checkpoint import load_weights
+    from signlab.detection import verify
+
+    config = load_weights(run / VERIFIER_FILE)[1]["config"]
+    lines = [
+        f"# Model card: sign / not-sign verifier of {run}", "",
+        "`verifier.onnx` takes the same crops as `classifier.onnx` (uint8 (N, S, S, 3), framed and sized as its "
+        "metadata says) and gives two logits: \"not a sign\", \"sign\". The detector multiplies the softmax of the "
+        "second into each detection's score.", "",
+        "## Training", "",
+        f"- {config.get('model')}, {config.get('epochs')} epochs of AdamW, trained after the finder: positives are "
+        f"the signs of the run's training scenes (their boxes, {verify.POSITIVE_JITTERS} jittered copies each, and "
+        f"the finder's proposals on them) and {verify.GTSRB_POSITIVES} GTSRB crops from "
+        f"{config.get('data') or 'no GTSRB folder (none was given)'}; negatives are the finder's proposals scoring "
+        f">= {verify.NEGATIVE_THRESHOLD} that overlap no sign by more than IoU {verify.NEGATIVE_MAX_IOU}.",
+        "- Figures and how it was chosen: docs/detection.md, section \"The verifier\".", "",
+        "## Known failure modes", "",
+        "- It knows only the kinds of false positives the finder made in the training scenes: power-line pylons, "
+        "whose lattice draws an inverted white triangle, still pass as \"sign\" (read as \"yield\").", ""]
+    try:
+        path.write_text("\n".join(lines))
+    except OSError as e:
+        raise UserError(f"{path}: cannot write the model card ({e.strerror or e}); choose another --out") from None
+
+
 def write_detector_card(run: Path, written: list[Path], figures: dict) -> Path:
     """MODEL_CARD.md beside the files: what the pair is, its figures, how to use it."""
     config, info = figures["info"]["config"], figures["info"]
     folder = written[0].parent
+    verified = (folder / VERIFIER_ONNX).is_file()
     recall = info.get("val_recall")
     trained = (f"- finder alone, during training (epoch {info.get('epoch')}): validation recall {recall:.4f} at "
                f"{info.get('val_fp_per_scene', float('nan')):.2f} proposals per scene matching no sign"
@@ -143,9 +179,12 @@ def write_detector_card(run: Path, written: list[Path], figures: dict) -> Path:
         "Files: " + ", ".join(f"`{p.name}`" for p in written) + f"; the finder exported from "
         f"`{figures['weights']}`, the classifier from `{run / CLASSIFIER_FILE}` (its own card: `{CLASSIFIER_CARD}`).",
         "", "## What it does", "",
-        "Two stages: `finder.onnx` proposes where signs are in a whole road scene, `classifier.onnx` names each "
-        "proposal's crop as one of GTSRB's 43 classes. A detection's score is the proposal's score times the "
-        "classifier's probability of its class.", "",
+        f"{'Three' if verified else 'Two'} stages: `finder.onnx` proposes where signs are in a whole road scene, "
+        "`classifier.onnx` names each proposal's crop as one of GTSRB's 43 classes. A detection's score is the "
+        "proposal's score times the "
+        "classifier's probability of its class"
+        + (", times `verifier.onnx`'s probability that the crop is a sign at all (class 1 of its two)."
+           if verified else "."), "",
         "## Data and training", "",
         f"- scenes: {config.get('data')} (GTSDB layout), validation: {config.get('val_data') or 'held-out blocks'}"
         f" (split seed {config.get('split_seed')})",
@@ -159,8 +198,10 @@ def write_detector_card(run: Path, written: list[Path], figures: dict) -> Path:
         f"{figures['scenes']}", "",
         "## Known failure modes", "",
         "- Small signs (under 32 px) are the weak part, as for every published detector (docs/detection.md).",
-        "- The classifier has no \"not a sign\" answer: a false proposal is named as some sign; its score keeps "
-        "the finder's doubt.", "",
+        ("- The verifier was trained on the finder's false positives in the training scenes; things unlike them "
+         "can still pass it." if verified else
+         "- The classifier has no \"not a sign\" answer: a false proposal is named as some sign; its score keeps "
+         "the finder's doubt."), "",
         "## How to use", "",
         f"`signlab detect {folder} scene.jpg`, `signlab evaluate {folder}`"
         + (f" (or with {run} and --backend onnx)" if folder == run / EXPORT_FOLDER else "")
@@ -169,7 +210,8 @@ def write_detector_card(run: Path, written: list[Path], figures: dict) -> Path:
         f"sigmoid(heatmaps) up to {TOP_K}, a box per peak from its cell (ix, iy): centre ((ix + offset x) * "
         f"{STRIDE}, (iy + offset y) * {STRIDE}), size exp(log w) * {STRIDE} by exp(log h) * {STRIDE}; NMS at "
         f"IoU {NMS_IOU}; crop each box (bilinear, to the size in classifier.onnx's metadata) and run "
-        f"`classifier.onnx`. signlab keeps detections scoring >= {DEFAULT_THRESHOLD} by default.", ""]
+        f"`classifier.onnx`" + (" and `verifier.onnx`" if verified else "")
+        + f". signlab keeps detections scoring >= {DEFAULT_THRESHOLD} by default.", ""]
     path = folder / CARD
     try:
         path.write_text("\n".join(lines))

@@ -1,4 +1,5 @@
-"""The onnxruntime backend of a detection run: the finder and the classifier written by `signlab export RUN`
+"""The onnxruntime backend of a detection run: the finder, the classifier (and the verifier of a run trained with
+--verify) written by `signlab export RUN`
 (into RUN/export unless --out said otherwise), put together as `load_detector` puts the run's torch models.
 
 finder.onnx takes a whole scene, uint8 (1, H, W, 3) RGB of any H and W, and gives the network's raw maps
@@ -19,6 +20,7 @@ from signlab.errors import UserError
 
 EXPORT_FOLDER = "export"  # RUN/export: where `signlab export RUN` writes a detection run's files
 FINDER_FILE, CLASSIFIER_ONNX, CLASSIFIER_INT8 = "finder.onnx", "classifier.onnx", "classifier.int8.onnx"
+VERIFIER_ONNX = "verifier.onnx"  # only for runs trained with --verify (signlab.detection.verify)
 SCENE_INPUT, MAPS_OUTPUT = "scene", "maps"
 
 
@@ -67,7 +69,7 @@ def export_config(folder: str | Path) -> dict:
 
 
 def load_onnx_detector(target: str | Path, device: str = "auto", finder=None, tta: bool = False,
-                       classifier_file: str = CLASSIFIER_ONNX):
+                       classifier_file: str = CLASSIFIER_ONNX, verify: bool = True):
     """A SignDetector of the exported finder and classifier (classifier_file: CLASSIFIER_INT8 for the int8
     one). finder: another first stage in front of the exported classifier."""
     from signlab.detection.detect import SignDetector
@@ -82,4 +84,6 @@ def load_onnx_detector(target: str | Path, device: str = "auto", finder=None, tt
         raise UserError(f"{path}: not found; run `signlab export RUN{flag} --out {folder}` first")
     classifier = OnnxClassifier(path, device)
     found = finder if finder is not None else OnnxFinder(folder / FINDER_FILE, device)
-    return SignDetector(found, classifier, classifier.device)
+    has_verifier = verify and (folder / VERIFIER_ONNX).is_file()
+    verifier = OnnxClassifier(folder / VERIFIER_ONNX, device) if has_verifier else None
+    return SignDetector(found, classifier, classifier.device, verifier=verifier)

@@ -30,6 +30,7 @@ from signlab import checkpoint as ckpt
 from signlab import metrics_csv
 from signlab.config import TrainConfig
 from signlab.detection.boxes import CATEGORIES
+from signlab.detection.detect import VERIFIER_FILE
 from signlab.detection.evaluate import RUN_THRESHOLD_FILE, write_run_threshold
 from signlab.detection.finder import SignFinder, encode_targets, finder_loss, to_input
 from signlab.detection.metrics import match_any_class
@@ -266,6 +267,12 @@ def train_detector(cfg: TrainConfig, log: Callable[[str], object] | None = None,
                             log)
     log(f"done: finder weights in {run / 'best.safetensors'} and {run / 'last.safetensors'}, the classifier in "
         f"{run / 'classifier.safetensors'}")
+    if cfg.verify:  # before the threshold: the detector it measures includes the verifier
+        from signlab.detection.verify import train_run_verifier
+
+        train_run_verifier(run, cfg, train_set, device, log)
+    else:  # one left by a resumed run's earlier --verify would judge this finder's proposals
+        (run / VERIFIER_FILE).unlink(missing_ok=True)
     point = write_run_threshold(run, device=str(device)) if len(val_set) else None
     if point is not None:
         log(f"threshold for <= {point['fp_budget']:g} false positives per validation scene: {point['threshold']:.3f} "
