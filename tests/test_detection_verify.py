@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import draw_sign_scene, make_detection_run, make_gtsrb_train
+from conftest import BoxFinder, draw_sign_scene, make_detection_run, make_gtsrb_train
 
 from signlab.api import train
 from signlab.detection import verify
@@ -15,17 +15,6 @@ from signlab.detection.detect import VERIFIER_FILE, crop_signs, load_detector
 from signlab.errors import UserError
 from signlab.predict import load_model, predict_images
 from signlab.preprocess import Preprocessing
-
-
-class StubFinder:
-    """Proposes the boxes it was given, with their scores, whatever the scene."""
-
-    def __init__(self, boxes, scores):
-        self.boxes, self.scores = torch.tensor(boxes, dtype=torch.float32), torch.tensor(scores)
-
-    def propose(self, scene, threshold):
-        keep = self.scores >= threshold
-        return self.boxes[keep], self.scores[keep], torch.zeros(int(keep.sum()), dtype=torch.long)
 
 
 class SceneFinder:
@@ -58,7 +47,7 @@ def sign_scenes(n: int, seed: int):
 
 def test_proposals_on_no_sign_are_negatives_and_those_on_half_a_sign_are_left_out():
     sign = np.array([[100, 100, 139, 139]], np.float32)
-    finder = StubFinder([[101, 100, 140, 139],  # on the sign: a positive
+    finder = BoxFinder([[101, 100, 140, 139],  # on the sign: a positive
                          [120, 100, 159, 139],  # half on it (IoU 0.33): neither
                          [10, 10, 40, 40],  # nothing there: a negative
                          [300, 10, 330, 40]], [0.9, 0.6, 0.3, 0.01])  # under NEGATIVE_THRESHOLD: not proposed
@@ -70,7 +59,7 @@ def test_proposals_on_no_sign_are_negatives_and_those_on_half_a_sign_are_left_ou
 
 
 def test_a_scene_without_signs_gives_only_negatives():
-    finder = StubFinder([[10, 10, 40, 40], [50, 10, 80, 40]], [0.9, 0.2])
+    finder = BoxFinder([[10, 10, 40, 40], [50, 10, 80, 40]], [0.9, 0.2])
     positives, negatives = verify.scene_examples(finder, np.zeros((64, 100, 3), np.uint8),
                                                  np.zeros((0, 4), np.float32), np.random.default_rng(0))
     assert positives.shape == (0, 4) and len(negatives) == 2
