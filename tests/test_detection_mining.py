@@ -100,5 +100,7 @@ def test_a_classify_run_takes_no_mine_flag_and_the_share_is_checked(tmp_path):
     root = make_gtsrb_train(tmp_path / "gtsrb", classes=(0, 1), tracks=2, frames=2)
     with pytest.raises(UserError, match="--mine: mines false positives in detection scenes"):
         train(root, mine=0.5, out=str(tmp_path / "run"), epochs=1)
+    with pytest.raises(UserError, match="--val-every: a classify run validates every epoch"):
+        train(root, val_every=2, out=str(tmp_path / "run"), epochs=1)
     with pytest.raises(UserError, match=r"--mine 2.0: must be in \[0, 1\]"):
         train(root, task="detect", mine=2.0, out=str(tmp_path / "run"))

@@ -131,27 +131,29 @@ def test_a_tiny_finder_finds_easy_signs_in_scenes_it_never_saw(tmp_path, scenes,
     assert recall >= 0.9 and fp_per_scene <= 0.5, (recall, fp_per_scene, lines[-3:])
 
 
-@pytest.mark.parametrize("paste", ["off", "drawn", "gtsrb", "mine", "verify"])
+@pytest.mark.parametrize("paste", ["off", "drawn", "gtsrb", "mine", "verify", "val-every"])
 def test_a_stopped_run_resumes_bit_identically(tmp_path, road_scenes, classifier, one_torch_thread, paste,
                                                monkeypatch):
     """fp32 pinned. The second run is stopped by SIGINT at the start of its second epoch and resumed: the same
     weights as the uninterrupted run; with signs pasted into every crop too (signlab.detection.paste), drawn
     ones or a GTSRB folder's; or with every crop of a scene that has mined false positives centred on one (the
     negatives are mined at the end of the first epoch and carried by the checkpoint); or with a verifier
-    trained after the finder (the same verifier too)."""
+    trained after the finder (the same verifier too); or validating every second epoch only (the first epoch's
+    checkpoint then holds no best score)."""
     options = {**TINY, "classifier": str(classifier), "epochs": 2, "bf16": "off", "val_fraction": 0.25,
                "image_size": 64, "batch_size": 4,
                "model_options": {"widths": [8, 8, 8, 8], "blocks": [1, 1, 1], "neck": 8}}
-    options["paste"] = 0.0 if paste in ("off", "mine", "verify") else 1.0  # detect presets paste into half
+    options["paste"] = 0.0 if paste in ("off", "mine", "verify", "val-every") else 1.0  # detect presets paste into half
     options["mine"] = 1.0 if paste == "mine" else 0.0
     options["verify"] = paste == "verify"
+    options["val_every"] = 2 if paste == "val-every" else 1
     monkeypatch.setattr(mining, "MINE_THRESHOLD", 0.0)  # a finder one epoch old scores everything low
     monkeypatch.setattr(verify, "NEGATIVE_THRESHOLD", 0.0)
     if paste == "gtsrb":
         options["paste_from"] = str(make_gtsrb_train(tmp_path / "gtsrb", classes=(13, 14, 32), stored_size=32))
     lines: list[str] = []
     train(road_scenes, out=str(tmp_path / "whole"), log=lines.append, **options)
-    banner = {"off": None, "mine": None, "verify": None,
+    banner = {"off": None, "mine": None, "verify": None, "val-every": None,
               "drawn": "paste: 129 signs of 43 classes from signlab's drawn signs (p=1.0)",
               "gtsrb": f"paste: 36 signs of 3 classes from {options.get('paste_from')} (p=1.0)"}[paste]
     assert [line for line in lines if line.startswith("paste:")] == ([banner] if banner else [])
@@ -178,7 +180,12 @@ def test_a_stopped_run_resumes_bit_identically(tmp_path, road_scenes, classifier
         assert whole.keys() == cut.keys() and all(torch.equal(whole[k], cut[k]) for k in whole)
     with open(tmp_path / "cut" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [r["epoch"] for r in rows] == ["1", "2"] and rows[0]["val_recall"] != ""
+    assert [r["epoch"] for r in rows] == ["1", "2"] and rows[1]["val_recall"] != ""
+    assert (rows[0]["val_recall"] == "") == (paste == "val-every")
+    assert (tmp_path / "whole" / "best.json").read_text() == (tmp_path / "cut" / "best.json").read_text()
+    if paste == "val-every":  # the best of the validated epochs: the second, the only one
+        best = load_file(tmp_path / "cut" / "best.safetensors")
+        assert all(torch.equal(best[k], cut[k]) for k in cut)
     shipped = [json.loads((tmp_path / r / RUN_THRESHOLD_FILE).read_text()) for r in ("whole", "cut")]
     assert shipped[0] == shipped[1] and shipped[0]["scenes"] == 8  # the held-out blocks of 16 scenes
 

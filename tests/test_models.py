@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from signlab.errors import UserError
-from signlab.models import count_macs, count_parameters, create_model, list_models
+from signlab.models import count_macs, count_parameters, create_model, fold_batchnorm, list_models, model_task
 
 # MACs of one 32x32 RGB image, counted by hand layer by layer: a k x k convolution costs
 # H_out * W_out * C_out * C_in * k * k, a linear layer in_features * out_features; nothing else counts.
@@ -95,6 +95,37 @@ def test_forward_backward(name):
     # identity with theta's weight at zero, so it learns from the second step on.
     zero = {n for n, p in grads.items() if not p.grad.abs().sum() > 0}
     assert zero == {n for n in grads if n.startswith("stn.loc.")}
+
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_folding_batchnorm_keeps_the_function_and_leaves_the_model_alone(name):
+    """fold_batchnorm (the finder's inference copy) computes what the model in eval mode computes, with running
+    statistics and affine parameters far from their initial values, and touches neither the model's weights
+    nor its training mode."""
+    torch.manual_seed(0)
+    model = create_model(name)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.5)
+            m.running_var.uniform_(0.2, 3.0)
+            torch.nn.init.normal_(m.weight, 1.0, 0.3)
+            torch.nn.init.normal_(m.bias, 0.0, 0.3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    folded = fold_batchnorm(model)
+    x = torch.randn(2, 3, 64, 64) if model_task(name) == "detect" else torch.randn(2, 3, 32, 32)
+    assert model.training and not folded.training
+    with torch.no_grad():
+        expected, got = model.eval()(x), folded(x)
+    assert torch.allclose(got, expected, rtol=1e-4, atol=1e-4), (got - expected).abs().max()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+    def count(net, kind):
+        return sum(isinstance(m, kind) for m in net.modules())
+
+    # every registered model's BatchNorms follow a convolution: all of them go, each leaving an Identity
+    assert count(folded, torch.nn.BatchNorm2d) == 0
+    assert count(folded, torch.nn.Identity) - count(model, torch.nn.Identity) == count(model, torch.nn.BatchNorm2d)
 
 
 # ---------------------------------------------------------------- every model learns a separable toy task

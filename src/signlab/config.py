@@ -80,6 +80,8 @@ class TrainConfig:
                                     "(Images/000NN/GT-000NN.csv; default: signlab's drawn signs)", check_paste_from)
     mine: float = option(0.0, "--mine", "detect: share of crops centred on the finder's own false positives, mined "
                          "from its training scenes from a third of the epochs on (0 = off, default)", between(0, 1))
+    val_every: int = option(1, "--val-every", "detect: validate, and choose the best weights, every N epochs and "
+                            "at the last (default 1; a validation pass costs about 4 s on 2 cores)", at_least(1))
     verify: bool = option(False, "--verify", "detect: after training, train a sign/not-sign verifier on the "
                           "finder's false positives in its training scenes; detection multiplies its score in "
                           "(detect_fast: on; --no-verify: off)", negatable=True)
@@ -319,6 +321,8 @@ def check_task(cfg: TrainConfig, where: str) -> None:
     if task == "classify" and cfg.verify:
         raise UserError(f"--verify: verifies a detector's proposals; a classify run takes no such flag; "
                         f"drop it{where}")
+    if task == "classify" and cfg.val_every != 1:
+        raise UserError(f"--val-every: a classify run validates every epoch (it costs a second); drop it{where}")
     if task == "classify" and cfg.mine > 0:
         raise UserError(f"--mine: mines false positives in detection scenes; a classify run takes no such flag; "
                         f"drop it{where}")

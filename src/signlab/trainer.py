@@ -38,7 +38,7 @@ from signlab.errors import UserError
 from signlab.inference import predict_logits
 from signlab.models import count_macs, count_parameters, create_model
 from signlab.preprocess import Preprocessing
-from signlab.runtime import autocast, bf16_active, default_threads, pick_device, threads_text
+from signlab.runtime import autocast, bf16_active, default_threads, keep_freed_memory, pick_device, threads_text
 from signlab.train_state import TrainState, new_sums, open_run, restore_state, save_state, weights_finite
 
 STOP_EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -181,6 +181,7 @@ def train(cfg: TrainConfig, log: Callable[[str], object] | None = None) -> dict:
         raise UserError("--sync-bn: PyTorch's SyncBatchNorm runs on CUDA only; on CPUs each process normalises "
                         "over its own share of the batch (drop --sync-bn)")
     torch.set_num_threads(cfg.threads or default_threads())
+    keep_freed_memory()
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)

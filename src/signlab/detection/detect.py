@@ -35,7 +35,7 @@ from signlab.errors import UserError
 from signlab.layouts import IMAGE_EXTENSIONS, image_files
 from signlab.predict import LoadedModel, load_model, predict_images
 from signlab.preprocess import Preprocessing
-from signlab.runtime import pick_device
+from signlab.runtime import keep_freed_memory, pick_device
 
 if TYPE_CHECKING:
     from signlab.onnx_backend import OnnxClassifier
@@ -194,6 +194,7 @@ def load_detector(run_dir: str | Path, device: str | torch.device = "auto", find
     verify), where it has one."""
     from signlab.detection.onnx_backend import is_detector_export, load_onnx_detector
 
+    keep_freed_memory()  # each scene's maps are tens of MB: reuse them rather than map fresh pages
     if backend not in (None, "torch", "onnx"):
         raise UserError(f"--backend {backend}: use torch or onnx")
     if backend == "onnx" or (backend is None and is_detector_export(run_dir)):

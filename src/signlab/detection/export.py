@@ -63,7 +63,7 @@ def export_detector(target: str | Path, out: str | Path | None = None, int8: boo
     _, info, weights = load_weights(run)
     finder = load_finder(run, torch.device("cpu"))
     finder.bf16 = "off"  # the reference is fp32, as onnxruntime computes
-    finder.model.to(memory_format=torch.contiguous_format)
+    finder.graph.model.to(memory_format=torch.contiguous_format)  # the folded copy it runs
     proto = graph_to_onnx(finder.graph.eval(), torch.zeros(1, *CHECK_SIZE, 3, dtype=torch.uint8),
                           SCENE_INPUT, MAPS_OUTPUT, {1: torch.export.Dim.DYNAMIC, 2: torch.export.Dim.DYNAMIC},
                           f"{weights}: finder {info['config'].get('model')}")

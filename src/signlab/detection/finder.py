@@ -162,7 +162,9 @@ class SignFinder(MapsFinder):
     graph: SceneGraph = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.graph = SceneGraph(self.model)
+        from signlab.models import fold_batchnorm
+
+        self.graph = SceneGraph(fold_batchnorm(self.model))  # a copy: a training run's model keeps training
 
     @torch.no_grad()
     def maps(self, scene: np.ndarray) -> torch.Tensor:

@@ -39,7 +39,7 @@ from signlab.detection.paste import SignBank, load_bank, paste_signs
 from signlab.errors import UserError
 from signlab.models import count_macs, count_parameters, create_model, model_task
 from signlab.models.detector import STRIDE
-from signlab.runtime import autocast, bf16_active, default_threads, pick_device, threads_text
+from signlab.runtime import autocast, bf16_active, default_threads, keep_freed_memory, pick_device, threads_text
 from signlab.train_state import TrainState, new_sums, open_run, restore_state, save_state, weights_finite
 from signlab.trainer import (
     STOP_EXIT_CODES,
@@ -194,6 +194,7 @@ def train_detector(cfg: TrainConfig, log: Callable[[str], object] | None = None,
         raise UserError("signlab train --task detect runs in one process; start it without torchrun")
     device = pick_device(cfg.device)
     torch.set_num_threads(cfg.threads or default_threads())
+    keep_freed_memory()
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -297,8 +298,9 @@ def end_epoch(cfg: TrainConfig, run: Path, model: torch.nn.Module, optimizer: to
            "train_seconds": sums["train_seconds"] + sums["seconds"], "epoch_seconds": sums["seconds"]}
     weights = state.ema if state.ema is not None else model.state_dict()
     mining = cfg.mine > 0 and mining_epoch(epoch, cfg.epochs)
-    finder = eval_finder(cfg, model, state, device) if len(val_set) or mining else None
-    if len(val_set):
+    validating = len(val_set) > 0 and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs)
+    finder = eval_finder(cfg, model, state, device) if validating or mining else None
+    if validating:
         row["val_recall"], row["val_fp_per_scene"] = finder_recall(finder, val_set)
     if mining:
         t0 = time.perf_counter()
@@ -309,13 +311,15 @@ def end_epoch(cfg: TrainConfig, run: Path, model: torch.nn.Module, optimizer: to
             f"({seconds:.1f} s); {sum(map(len, state.negatives))} remembered")
     model.train()
     state.epoch, state.step, state.sums = epoch + 1, 0, new_sums(train_seconds=row["train_seconds"])
-    score = (row["val_recall"] - FP_PENALTY * row["val_fp_per_scene"] if row["val_recall"] is not None
-             else -row["train_loss"])
+    if validating:
+        score = row["val_recall"] - FP_PENALTY * row["val_fp_per_scene"]
+    else:  # without validation scenes the loss ranks the epochs; between --val-every passes nothing does
+        score = -row["train_loss"] if not len(val_set) else -math.inf
     improved = score > state.best_score
     state.best_score = max(state.best_score, score)
     metrics_csv.append_metrics(run / "metrics.csv", row, FIELDS)
-    val = (f"val recall {row['val_recall']:.3f} at {row['val_fp_per_scene']:.2f} FP/scene"
-           if row["val_recall"] is not None else "no validation scenes")
+    val = (f"val recall {row['val_recall']:.3f} at {row['val_fp_per_scene']:.2f} FP/scene" if validating
+           else f"validates every {cfg.val_every} epochs" if len(val_set) else "no validation scenes")
     log(f"epoch {epoch + 1:>3}/{cfg.epochs}  loss {row['train_loss']:.4f} (heat {row['heat_loss']:.4f}, box "
         f"{row['box_loss']:.4f})  {val}  lr {row['lr']:.4g}  {row['crops_per_second']:.1f} crops/s  "
         f"{row['train_seconds']:.1f} s")
@@ -328,8 +332,8 @@ def end_epoch(cfg: TrainConfig, run: Path, model: torch.nn.Module, optimizer: to
         ckpt.save_weights(run / "best.safetensors", tensors, weights_info)
         (run / "best.json").write_text(f'{{"checkpoint": "{ckpt.CHECKPOINT_PREFIX}{name_step:09d}"}}\n')
     save_state(run, name_step, model, optimizer, state, info)
-    best = (run / "best.json").read_text().split('"')[3]
-    ckpt.prune_checkpoints(run, cfg.keep, protect={best})
+    best = (run / "best.json").read_text().split('"')[3] if (run / "best.json").exists() else None
+    ckpt.prune_checkpoints(run, cfg.keep, protect={best} - {None})
     return row
 
 

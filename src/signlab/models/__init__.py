@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import torch
@@ -57,6 +58,23 @@ def create_model(name: str, num_classes: int | None = None, image_size: int = 32
     elif init != "default":
         raise UserError(f"--init {init}: unknown init; use default or normal")
     return model
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """An inference copy of a model in eval mode with every BatchNorm that directly follows a convolution in a
+    Sequential folded into that convolution's weights and bias: the same function up to float rounding, without
+    a pass over each activation map (a fifth of the finder's time on a CPU). The model itself is untouched."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    folded = copy.deepcopy(model).eval()
+    for seq in folded.modules():
+        if not isinstance(seq, nn.Sequential):
+            continue
+        for i in range(len(seq) - 1):
+            if isinstance(seq[i], nn.Conv2d) and isinstance(seq[i + 1], nn.BatchNorm2d) \
+                    and seq[i + 1].running_mean is not None:
+                seq[i], seq[i + 1] = fuse_conv_bn_eval(seq[i], seq[i + 1]), nn.Identity()
+    return folded
 
 
 def count_parameters(model: nn.Module) -> int:
