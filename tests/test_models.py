@@ -97,7 +97,6 @@ def test_forward_backward(name):
     assert zero == {n for n in grads if n.startswith("stn.loc.")}
 
 
-
 @pytest.mark.parametrize("name", list_models())
 def test_folding_batchnorm_keeps_the_function_and_leaves_the_model_alone(name):
     """fold_batchnorm (the finder's inference copy) computes what the model in eval mode computes, with running

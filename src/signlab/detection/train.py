@@ -313,8 +313,10 @@ def end_epoch(cfg: TrainConfig, run: Path, model: torch.nn.Module, optimizer: to
     state.epoch, state.step, state.sums = epoch + 1, 0, new_sums(train_seconds=row["train_seconds"])
     if validating:
         score = row["val_recall"] - FP_PENALTY * row["val_fp_per_scene"]
-    else:  # without validation scenes the loss ranks the epochs; between --val-every passes nothing does
-        score = -row["train_loss"] if not len(val_set) else -math.inf
+    elif len(val_set):  # between --val-every passes no epoch is a candidate for the best weights
+        score = -math.inf
+    else:  # without validation scenes the loss ranks the epochs
+        score = -row["train_loss"]
     improved = score > state.best_score
     state.best_score = max(state.best_score, score)
     metrics_csv.append_metrics(run / "metrics.csv", row, FIELDS)
@@ -332,8 +334,8 @@ def end_epoch(cfg: TrainConfig, run: Path, model: torch.nn.Module, optimizer: to
         ckpt.save_weights(run / "best.safetensors", tensors, weights_info)
         (run / "best.json").write_text(f'{{"checkpoint": "{ckpt.CHECKPOINT_PREFIX}{name_step:09d}"}}\n')
     save_state(run, name_step, model, optimizer, state, info)
-    best = (run / "best.json").read_text().split('"')[3] if (run / "best.json").exists() else None
-    ckpt.prune_checkpoints(run, cfg.keep, protect={best} - {None})
+    best = run / "best.json"  # none yet before the first --val-every pass
+    ckpt.prune_checkpoints(run, cfg.keep, protect={best.read_text().split('"')[3]} if best.exists() else set())
     return row
 
 
