@@ -13,7 +13,7 @@ from conftest import PALETTE, make_gtsrb_train, write_tiny_classifier
 from signlab.api import train
 from signlab.cli import main
 from signlab.detection.boxes import CATEGORIES, category_of
-from signlab.detection.paste import MARGIN, drawn_bank, gtsrb_bank, paste_signs, shape_mask
+from signlab.detection.paste import MARGIN, drawn_bank, gtsrb_bank, load_bank, paste_signs, shape_mask
 from signlab.errors import UserError
 from signlab.synth.pictograms import SIGN_SHAPES
 
@@ -150,7 +150,8 @@ def test_a_classify_run_takes_no_paste_flags(tmp_path):
 
 def test_without_paste_from_the_signs_come_from_the_classifiers_training_folder(tmp_path):
     """The detect presets paste; without --paste-from the bank is the GTSRB folder the classifier trained on,
-    recorded in the config. A classifier of the drawn signs (no folder) leaves it unset: drawn signs."""
+    recorded in the config. A classifier of the drawn signs (no folder) leaves it unset: drawn signs. --paste-from
+    drawn asks for the drawn signs whatever the classifier learned from."""
     from signlab.config import resolve_train_config
 
     gtsrb = make_gtsrb_train(tmp_path / "gtsrb", classes=(0, 1), tracks=2, frames=2)
@@ -169,6 +170,10 @@ def test_without_paste_from_the_signs_come_from_the_classifiers_training_folder(
     assert resolve(real, paste=0.0).paste_from is None  # not pasting: no folder either
     assert resolve(real, paste_from=str(tmp_path)).paste_from == str(tmp_path.resolve())
     assert resolve(write_tiny_classifier(tmp_path / "drawn.safetensors")).paste_from is None
+    lines.clear()
+    assert resolve(real, paste_from="drawn").paste_from == "drawn" and lines == []  # a name, not a folder here
+    assert load_bank("drawn").source == load_bank(None).source == "signlab's drawn signs"
+    assert load_bank(str(gtsrb)).source == str(gtsrb)
 
 
 def test_make_batch_pastes_only_when_asked(bank):

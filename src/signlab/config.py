@@ -48,7 +48,11 @@ def check_folder(path: str) -> str | None:
 
 
 def check_paste_from(path: str) -> str | None:
-    return None if Path(path).is_dir() else "no such folder; give a GTSRB training folder (Images/000NN/GT-000NN.csv)"
+    from signlab.detection.paste import DRAWN_SIGNS
+
+    if path == DRAWN_SIGNS or Path(path).is_dir():
+        return None
+    return f"no such folder; give a GTSRB training folder (Images/000NN/GT-000NN.csv) or {DRAWN_SIGNS}"
 
 
 @dataclass(frozen=True)
@@ -77,7 +81,9 @@ class TrainConfig:
     paste: float = option(0.0, "--paste", "detect: probability that a training crop gets 1-3 more signs pasted in "
                           "(copy-paste augmentation; 0 = off, default)", between(0, 1))
     paste_from: str | None = option(None, "--paste-from", "detect: paste GTSRB's signs from this training folder "
-                                    "(Images/000NN/GT-000NN.csv; default: signlab's drawn signs)", check_paste_from)
+                                    "(Images/000NN/GT-000NN.csv), or `drawn`: signlab's drawn signs (default: the "
+                                    "classifier's training folder where it is still there, else drawn)",
+                                    check_paste_from)
     mine: float = option(0.0, "--mine", "detect: share of crops centred on the finder's own false positives, mined "
                          "from its training scenes from a third of the epochs on (0 = off, default)", between(0, 1))
     val_every: int = option(1, "--val-every", "detect: validate, and choose the best weights, every N epochs and "
@@ -235,9 +241,11 @@ def resolve_train_config(given: dict, log: Callable[[str], object] = print) -> T
     if "model" in given and given["model"] != fields_set.get("model", given["model"]):
         fields_set.pop("model_options", None)  # a preset's model options belong to the preset's model
     fields_set = merge(fields_set, given)
+    from signlab.detection.paste import DRAWN_SIGNS
+
     # absolute, so that a resume from another folder finds the same data
     for key in ("data", "val_data", "classifier", "paste_from"):
-        if fields_set.get(key):
+        if fields_set.get(key) and (key, fields_set[key]) != ("paste_from", DRAWN_SIGNS):
             fields_set[key] = str(Path(fields_set[key]).resolve())
     where = f" (from --preset {preset})" if preset else ""
     saved_path = Path(fields_set.get("out", TrainConfig.out)) / "config.json"

@@ -2,10 +2,10 @@
 
 GTSDB has some 770 training signs; GTSRB has 39,209 sign crops. A bank holds sign patches (RGBA uint8, alpha
 the sign's shape, so no rectangle of foreign background comes along) from a GTSRB training folder
-(--paste-from), or signlab's own drawn signs without one. Training pastes 1-3 of them into a crop at free
-places, sized, blurred and lit to match the scene around them: dark scenes get dark signs, and backlit, dim
-signs (the finder's misses on GTSDB) are drawn often. Every random draw comes from the caller's generator,
-so exact resume stays bit-identical.
+(--paste-from), or signlab's own drawn signs (--paste-from drawn, or without a folder). Training pastes 1-3 of
+them into a crop at free places, sized, blurred and lit to match the scene around them: dark scenes get dark
+signs, and backlit, dim signs (the finder's misses on GTSDB) are drawn often. Every random draw comes from the
+caller's generator, so exact resume stays bit-identical.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ PER_CLASS = 60  # GTSRB images per class in the bank
 MAX_PATCH = 128  # a patch's longer side: the largest pasted sign
 SIDES = (12, 128)  # pasted sign widths in crop pixels, log-uniform
 ASPECT_JITTER = 0.1
+DRAWN_SIGNS = "drawn"  # --paste-from's name for signlab's drawn signs, in place of a folder
 GAIN = (0.35, 1.3)  # random exposure of a pasted sign: dim and backlit signs are the finder's misses
 MARGIN = 2  # px kept clear between boxes; also the blur's room around a patch
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
@@ -158,8 +159,8 @@ def drawn_bank(seed: int = 0, sizes: tuple[int, ...] = (64, 128)) -> SignBank:
 
 
 def load_bank(paste_from: str | None, seed: int = 0) -> SignBank:
-    """The bank a run pastes from: the GTSRB folder's signs, else the drawn ones."""
-    return gtsrb_bank(paste_from, seed=seed) if paste_from else drawn_bank(seed)
+    """The bank a run pastes from: the GTSRB folder's signs, else (None or DRAWN_SIGNS) the drawn ones."""
+    return gtsrb_bank(paste_from, seed=seed) if paste_from not in (None, DRAWN_SIGNS) else drawn_bank(seed)
 
 
 def _free_spot(rng: np.random.Generator, w: int, h: int, size: int, taken: list) -> tuple[int, int] | None:
