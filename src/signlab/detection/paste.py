@@ -158,9 +158,15 @@ def drawn_bank(seed: int = 0, sizes: tuple[int, ...] = (64, 128)) -> SignBank:
     return SignBank(patches, np.array(ids, np.int64), "signlab's drawn signs")
 
 
+def gtsrb_folder(paste_from: str | None) -> str | None:
+    """The GTSRB folder a run's --paste-from names, or None for the drawn signs (unset or DRAWN_SIGNS)."""
+    return None if paste_from == DRAWN_SIGNS else paste_from
+
+
 def load_bank(paste_from: str | None, seed: int = 0) -> SignBank:
-    """The bank a run pastes from: the GTSRB folder's signs, else (None or DRAWN_SIGNS) the drawn ones."""
-    return gtsrb_bank(paste_from, seed=seed) if paste_from not in (None, DRAWN_SIGNS) else drawn_bank(seed)
+    """The bank a run pastes from: the GTSRB folder's signs, else the drawn ones."""
+    folder = gtsrb_folder(paste_from)
+    return gtsrb_bank(folder, seed=seed) if folder else drawn_bank(seed)
 
 
 def _free_spot(rng: np.random.Generator, w: int, h: int, size: int, taken: list) -> tuple[int, int] | None:

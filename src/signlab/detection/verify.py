@@ -32,7 +32,7 @@ from signlab.checkpoint import save_weights
 from signlab.config import TrainConfig
 from signlab.detection.boxes import box_iou
 from signlab.detection.detect import CLASSIFIER_FILE, VERIFIER_FILE, crop_signs
-from signlab.detection.paste import DRAWN_SIGNS
+from signlab.detection.paste import gtsrb_folder
 from signlab.models import create_model
 from signlab.preprocess import Preprocessing
 from signlab.runtime import autocast
@@ -168,8 +168,7 @@ def train_run_verifier(run: Path, cfg: TrainConfig, train_set: SceneSet, device:
 
     classifier = load_model(run / CLASSIFIER_FILE, device)
     finder = load_finder(run / weights if weights else run, device)
-    pasted_gtsrb = cfg.paste_from not in (None, DRAWN_SIGNS)
-    gtsrb = cfg.paste_from if pasted_gtsrb else classifier.config.data
+    gtsrb = gtsrb_folder(cfg.paste_from) or classifier.config.data
     if gtsrb is not None and not Path(gtsrb).is_dir():
         gtsrb = None
     return train_verifier(run, finder, train_set.images, train_set.boxes, classifier.preprocessing, gtsrb,
