@@ -61,7 +61,10 @@ def _contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def _pause_for_tests() -> None:
     marker = os.environ.get(PAUSE_HOOK_ENV)
     if marker:
-        Path(marker).write_text(str(os.getpid()))
+        # Written aside and renamed, so a test that sees the marker never reads it half-written.
+        staged = Path(f"{marker}.{os.getpid()}.tmp")
+        staged.write_text(str(os.getpid()))
+        os.replace(staged, marker)
         time.sleep(60)
 
 
