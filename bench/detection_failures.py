@@ -1,6 +1,6 @@
 """The detector's operating point and its failure cases, on each run's validation blocks (issue #17).
 
-    python bench/detection_failures.py RUN [RUN ...] [--threads 1] [--crops /tmp/det-failures] [--no-verifier]
+    python bench/detection_failures.py RUN [RUN ...] [--threads 1] [--crops /tmp/det-failures] [--no-verifier] [--flip]
 
 RUN is a detection run (`signlab train --task detect`); each is evaluated on the blocks its training held out,
 with its verifier where it has one (--no-verifier: without, for a paired comparison).
@@ -111,9 +111,10 @@ def box_overlap(d, s) -> float:
                          torch.tensor([[s.x1, s.y1, s.x2, s.y2]], dtype=torch.float64))[0, 0])
 
 
-def evaluate_weights(run: Path, weights: str, scenes, verify: bool = True) -> tuple[dict, list, list]:
+def evaluate_weights(run: Path, weights: str, scenes, verify: bool = True, flip: bool = False
+                     ) -> tuple[dict, list, list]:
     """The run's detector with the finder from `weights`, on the scenes: figures, scenes read, detections."""
-    finder = load_finder(run / weights, torch.device("cpu"))
+    finder = load_finder(run / weights, torch.device("cpu"), flip=flip)
     detector = load_detector(run, "cpu", finder=finder, verify=verify)
     kept, detections, unreadable, seconds = detect_scenes(detector, scenes)
     m = evaluate_detections(kept, detections)
@@ -242,14 +243,15 @@ def print_tables(results: list[dict], mean: dict, fails: dict) -> None:
             print(f"| {r['split_seed']} | {f['scene']} | {f['box']} | {f['score']:.3f} | {f['class_id']} {f['name']} |")
 
 
-def evaluate_run(run: Path, crops: Path, best: bool, verify: bool = True) -> tuple[dict, tuple[list, list]]:
+def evaluate_run(run: Path, crops: Path, best: bool, verify: bool = True, flip: bool = False
+                 ) -> tuple[dict, tuple[list, list]]:
     """The run's figures, and the scenes scored with their detections (for thresholds fixed elsewhere)."""
     cfg = json.loads((run / "config.json").read_text())
     scenes, source = evaluation_scenes(run, None)
-    last, kept, detections = evaluate_weights(run, "last.safetensors", scenes, verify)
+    last, kept, detections = evaluate_weights(run, "last.safetensors", scenes, verify, flip)
     weights = {"last": last}
     if best and (run / "best.safetensors").is_file():
-        weights["best"] = evaluate_weights(run, "best.safetensors", scenes, verify)[0]
+        weights["best"] = evaluate_weights(run, "best.safetensors", scenes, verify, flip)[0]
     outcomes = sign_outcomes(kept, detections, last["operating_point"]["threshold"])
     signs, false = records(kept, detections, outcomes)
     sheet = write_crops(crops / f"split{cfg['split_seed']}", kept, signs, false)
@@ -275,11 +277,12 @@ def main() -> None:
     parser.add_argument("--crops", type=Path, default=Path("/tmp/det-failures"))
     parser.add_argument("--out-dir", type=Path, default=Path("docs/results/detection"))
     parser.add_argument("--no-verifier", action="store_true", help="leave out RUN/verifier.safetensors")
+    parser.add_argument("--flip", action="store_true", help="average the finder with its mirror image")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     context = {"commit": git_revision(), "machine": machine(), "threads": torch.get_num_threads(),
                "command": "python " + " ".join(sys.argv)}
-    results, scored = zip(*(evaluate_run(run, args.crops, not args.no_best, not args.no_verifier)
+    results, scored = zip(*(evaluate_run(run, args.crops, not args.no_best, not args.no_verifier, args.flip)
                             for run in args.runs), strict=True)
     results = list(results)
     fix_thresholds_in_advance(results, list(scored))

@@ -1,6 +1,6 @@
 """mAP of detection runs' last weights on the blocks their training held out, with and without their verifiers.
 
-    python bench/detection_map.py RUN [RUN ...] [--threads 1] [--out FILE]
+    python bench/detection_map.py RUN [RUN ...] [--threads 1] [--out FILE] [--flip]
 
 The companion of bench/detection_failures.py, which gives the operating point (≤ 0.05 false positives per
 scene) of the same weights: this gives the whole precision-recall curve's figures, AP at IoU 0.5 over GTSDB's
@@ -26,10 +26,10 @@ from signlab.detection.finder import load_finder
 FIGURES = ("map50_categories", "map50_classes")
 
 
-def score(run: Path, verify: bool) -> dict:
-    last = load_finder(run / "last.safetensors", torch.device("cpu"))
+def score(run: Path, verify: bool, flip: bool = False) -> dict:
+    last = load_finder(run / "last.safetensors", torch.device("cpu"), flip=flip)
     s = evaluate_detector(run, None, device="cpu", finder=last, verify=verify)
-    return {"run": str(run), "verifier": verify, **{k: s[k] for k in (*FIGURES, "ap50", "data")}}
+    return {"run": str(run), "verifier": verify, "flip": flip, **{k: s[k] for k in (*FIGURES, "ap50", "data")}}
 
 
 def main() -> None:
@@ -37,9 +37,10 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, help="write every figure as JSON here")
+    parser.add_argument("--flip", action="store_true", help="average the finder with its mirror image")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    rows = [score(run, verify) for verify in (True, False) for run in args.runs
+    rows = [score(run, verify, args.flip) for verify in (True, False) for run in args.runs
             if not verify or (run / VERIFIER_FILE).is_file()]
     print(f"{len(args.runs)} runs, last weights, validation blocks; {machine()}; commit {git_revision()}")
     print("| verifier | mAP@0.5, 3 ranked categories | mAP@0.5, 43 classes |")

@@ -7,7 +7,8 @@ Each row runs SignDetector.detect on the first --scenes scenes of --data (defaul
 TrainIJCNN2013), already decoded (JPEG/PPM decoding is excluded): the finder's maps, their decoding into
 proposals (peaks, NMS), the crops, one classifier forward per scene and the scoring, at --threshold (default
 0.5, as `signlab detect`). Rows: torch fp32, torch bf16 (autocast; only where the CPU has bf16 arithmetic),
-onnxruntime fp32 (the files of `signlab export RUN`), and onnxruntime with the int8 classifier.
+torch fp32 with `--tta` (the finder also on each scene's mirror image), onnxruntime fp32 (the files of
+`signlab export RUN`), and onnxruntime with the int8 classifier.
 
 The same run measures the GEMM peak: the best GFLOP/s of a 2048x2048 fp32 matmul in torch with the same
 thread count, before and after the rows. Each row's achieved GFLOP/s counts 2 FLOPs per MAC: the finder's MACs
@@ -53,6 +54,9 @@ class CountingFinder:
         return boxes, scores, cats
 
 
+TTA_ROW = "torch fp32, --tta"  # the finder also runs on the mirror image: twice its MACs
+
+
 def detectors(run: Path, export: Path | None) -> tuple[dict, dict[str, str]]:
     """The rows' detectors, and why a row is missing."""
     from signlab.detection.detect import load_detector
@@ -67,6 +71,8 @@ def detectors(run: Path, export: Path | None) -> tuple[dict, dict[str, str]]:
         det.finder.bf16 = bf16
         det.classifier.config = dataclasses.replace(det.classifier.config, bf16=bf16, tta=False)
         found[name] = det
+    found[TTA_ROW] = load_detector(run, "cpu", backend="torch", tta=True)
+    found[TTA_ROW].finder.bf16 = "off"
     where = export or run
     for name, file in (("onnxruntime fp32", "classifier.onnx"), ("onnxruntime, int8 classifier", CLASSIFIER_INT8)):
         try:
@@ -120,7 +126,7 @@ def measure(found: dict, scenes: list[np.ndarray], threshold: float, repeats: in
 def rows_of(measured: dict, n: int, finder_macs: int, crop_macs: int, peak: float) -> list[dict]:
     rows = []
     for name, m in measured.items():
-        flops = 2 * (finder_macs + crop_macs * m["crops"])
+        flops = 2 * (finder_macs * (2 if name == TTA_ROW else 1) + crop_macs * m["crops"])
         gflops = flops / m["seconds"] / 1e9
         rows.append({"backend": name, "scenes_per_second": n / m["seconds"], "ms_per_scene": 1e3 * m["seconds"] / n,
                      "finder_ms_per_scene": 1e3 * m["finder_seconds"] / n, "crops_per_scene": m["crops"] / n,

@@ -33,7 +33,7 @@ def run(tmp_path_factory):
 def stand_in(monkeypatch):
     """The run's finder replaced by BoxFinder (signlab.detection.finder is another stage's business)."""
     finder = BoxFinder(BOXES, SCORES)
-    monkeypatch.setattr(detect_module, "load_run_finder", lambda run, device: finder)
+    monkeypatch.setattr(detect_module, "load_run_finder", lambda run, device, mirror=False: finder)
     return finder
 
 
@@ -232,6 +232,13 @@ def test_a_real_detection_run_with_its_own_finder(tmp_path, capsys):
     assert all((r["width"], r["height"]) == (256, 160) for r in results)
     api = signlab.load(run, device="cpu").detect(scenes / "00000.jpg", threshold=0.0)
     assert [d.to_json() for d in api] == results[0]["detections"]
+    assert main(["detect", str(run), str(scenes / "00000.jpg"), "--json", "--threshold", "0", "--tta"]) == 0
+    mirrored = json.loads(capsys.readouterr().out)[0]["detections"]
+    assert mirrored and mirrored != results[0]["detections"], "--tta: the finder looks at the mirror image too"
+    api = signlab.load(run, device="cpu", tta=True).detect(scenes / "00000.jpg", threshold=0.0)
+    assert [d.to_json() for d in api] == mirrored
+    with pytest.raises(UserError, match="tta"):
+        signlab.load(run, device="cpu", backend="onnx", tta=True)
 
 
 def test_another_finder_in_front_of_the_runs_classifier(run, tmp_path):

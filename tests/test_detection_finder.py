@@ -10,7 +10,7 @@ import torch
 from signlab.checkpoint import save_weights
 from signlab.config import TrainConfig
 from signlab.detection.boxes import CATEGORIES, box_iou
-from signlab.detection.finder import decode, encode_targets, finder_loss, load_finder
+from signlab.detection.finder import SceneGraph, decode, encode_targets, finder_loss, load_finder
 from signlab.errors import UserError
 from signlab.models import count_macs, create_model, list_models, model_task
 from signlab.models.detector import STRIDE
@@ -109,3 +109,23 @@ def test_load_finder_and_propose(tmp_path):
     save_weights(tmp_path / "c.safetensors", tensors, {"config": TrainConfig().to_dict()})
     with pytest.raises(UserError, match="not a detection run"):
         load_finder(tmp_path / "c.safetensors", torch.device("cpu"))
+
+
+def test_mirror_averaging_sees_a_mirrored_scene_as_the_mirror_of_the_scene():
+    """SceneGraph(flip=True): heat is the mean of the two views' probabilities, log sizes their mean, offsets the
+    unmirrored view's; so heat and sizes of a mirrored scene are the mirror of the scene's (width a multiple of
+    16: no padding to move), which one view alone does not give."""
+    torch.manual_seed(0)
+    model = create_model("signfinder", widths=(8, 8, 16, 16), neck=8).eval()
+    plain, mirrored = SceneGraph(model), SceneGraph(model, flip=True)
+    scene = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (1, 96, 160, 3), dtype=np.uint8))
+    c = len(CATEGORIES)
+    with torch.no_grad():
+        one, other = plain(scene), plain(scene.flip(2)).flip(3)  # (1, C + 4, 24, 40) each
+        both, both_of_mirror = mirrored(scene), mirrored(scene.flip(2))
+    heat = (torch.sigmoid(one[:, :c]) + torch.sigmoid(other[:, :c])) / 2
+    torch.testing.assert_close(torch.sigmoid(both[:, :c]), heat, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(both[:, c:c + 2], (one[:, c:c + 2] + other[:, c:c + 2]) / 2)
+    torch.testing.assert_close(both[:, c + 2:], one[:, c + 2:])
+    torch.testing.assert_close(both_of_mirror[:, :c + 2].flip(3), both[:, :c + 2], atol=1e-4, rtol=1e-4)
+    assert (one[:, :c + 2] - other[:, :c + 2]).abs().max() > 1e-2, "one view alone is not mirror-symmetric"

@@ -237,17 +237,21 @@ def _checked_array(image):
 
 
 def load(target: str | Path, device: str = "auto", batch_size: int = 256,
-         backend: str = "torch") -> Classifier | Detector:
+         backend: str = "torch", tta: bool = False) -> Classifier | Detector:
     """The model in a run folder or weights file, ready to use: a Classifier, or a Detector for a detection
     run. device: auto, cpu or cuda. backend onnx, or a .onnx file as target: the classifier written by
     `signlab export`, run by onnxruntime (same interface); for a detection run, backend onnx (or the folder
-    `signlab export RUN` wrote as target) runs its exported finder and classifier."""
+    `signlab export RUN` wrote as target) runs its exported finder and classifier. tta, detection runs (torch):
+    the finder also looks at each scene's mirror image (`signlab detect --tta`); a Classifier takes tta in
+    each call instead."""
     if backend not in ("torch", "onnx"):
         raise UserError(f"--backend {backend}: use torch or onnx")
     if is_detection_run(target):
-        return Detector(load_detector(target, device, backend=backend), Path(target))
+        return Detector(load_detector(target, device, backend=backend, tta=tta), Path(target))
     if is_detector_export(target):  # the folder `signlab export` wrote for a detection run: onnxruntime only
-        return Detector(load_detector(target, device, backend="onnx"), Path(target))
+        return Detector(load_detector(target, device, backend="onnx", tta=tta), Path(target))
+    if tta:
+        raise UserError(f"{target}: load(tta=True) is for detection runs; a classifier takes tta= in each call")
     if backend == "onnx" or Path(target).suffix.lower() == ".onnx":
         from signlab.onnx_backend import load_onnx
 

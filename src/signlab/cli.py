@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--report", metavar="DIR", help="write confusion matrix, per-class CSV and galleries here")
     e.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
-                   help="test-time augmentation (default: as the model was trained to be used)")
+                   help="test-time augmentation (default: as the model was trained to be used; detection runs: "
+                   "off, --tta: the finder also looks at each scene's mirror image)")
     e.add_argument("--fp-budget", type=argparse_type(Option("--fp-budget", "", at_least(0)), float), metavar="F",
                    help="detection runs: false positives per scene allowed at the operating point (default 0.05)")
     e.add_argument("--no-verify", dest="verify", action="store_false",
@@ -122,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "a folder, else torch)")
     dt.add_argument("--no-verify", dest="verify", action="store_false",
                     help="leave the run's verifier out (runs trained with --verify): finder and classifier only")
+    dt.add_argument("--tta", action="store_true",
+                    help="the finder also looks at each scene's mirror image and averages the two (twice its time)")
 
     x = sub.add_parser("export", help="export a trained model to ONNX (and int8), with a model card beside it")
     x.add_argument("target", metavar="RUN_DIR_OR_WEIGHTS")
@@ -218,11 +221,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if is_detection_run(args.target) or is_detector_export(args.target):
         from signlab.detection.evaluate import evaluate_detector, format_detection_summary
 
-        if args.tta:
-            raise UserError(f"{args.target}: a detection run is evaluated without TTA; drop --tta")
         budget = {} if args.fp_budget is None else {"fp_budget": args.fp_budget}
         summary = evaluate_detector(args.target, args.data, args.report, args.device or "auto",
-                                    backend=args.backend, verify=args.verify, **budget)
+                                    backend=args.backend, verify=args.verify, tta=bool(args.tta), **budget)
         print(json.dumps(summary) if args.json else format_detection_summary(summary))
         return 0
     if args.fp_budget is not None:

@@ -22,7 +22,7 @@ def run_detect(args: argparse.Namespace) -> int:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UserError(f"--out {out}: cannot create this folder ({e.strerror or e})") from None
-    detector = load_detector(args.target, args.device, backend=args.backend, verify=args.verify)
+    detector = load_detector(args.target, args.device, backend=args.backend, verify=args.verify, tta=args.tta)
     threshold = resolve_threshold(Path(args.target), args.threshold)
     files, problems = expand_inputs(args.paths)
     for line in problems:

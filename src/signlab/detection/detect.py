@@ -178,11 +178,11 @@ def check_detection_run(target: str | Path) -> Path:
     raise UserError(f"{run}: no such run folder; {how}")
 
 
-def load_run_finder(run: Path, device: torch.device) -> SignFinder:
-    """The run's trained finder (signlab.detection.finder)."""
+def load_run_finder(run: Path, device: torch.device, mirror: bool = False) -> SignFinder:
+    """The run's trained finder (signlab.detection.finder); mirror: averaged with the scene's mirror image."""
     from signlab.detection.finder import load_finder
 
-    return load_finder(run, device)
+    return load_finder(run, device, flip=mirror)
 
 
 def load_detector(run_dir: str | Path, device: str | torch.device = "auto", finder: SignFinder | None = None,
@@ -191,7 +191,9 @@ def load_detector(run_dir: str | Path, device: str | torch.device = "auto", find
     finder: another first stage to put in front of the run's classifier (e.g. the colour and shape finder).
     backend "onnx": the files `signlab export RUN` wrote (RUN/export, or run_dir is that folder), run by
     onnxruntime; None: onnx for such a folder, else torch. verify: put the run's verifier in (signlab.detection.
-    verify), where it has one."""
+    verify), where it has one. tta: the run's finder also looks at the scene's mirror image and averages the two
+    (finder.SceneGraph; twice the finder's time; docs/detection.md, "Test-time mirroring"); the classifier names
+    the crops as they are."""
     from signlab.detection.onnx_backend import is_detector_export, load_onnx_detector
 
     keep_freed_memory()  # each scene's maps are tens of MB: reuse them rather than map fresh pages
@@ -209,8 +211,8 @@ def load_detector(run_dir: str | Path, device: str | torch.device = "auto", find
                         f"signlab train --task detect --classifier RUN_OR_WEIGHTS")
     classifier = load_model(run / CLASSIFIER_FILE, torch_device)
     verifier = load_model(run / VERIFIER_FILE, torch_device) if verify and (run / VERIFIER_FILE).is_file() else None
-    return SignDetector(finder if finder is not None else load_run_finder(run, torch_device), classifier,
-                        torch_device, tta, verifier)
+    return SignDetector(finder if finder is not None else load_run_finder(run, torch_device, tta), classifier,
+                        torch_device, verifier=verifier)
 
 
 # ---------------------------------------------------------------- `signlab detect`

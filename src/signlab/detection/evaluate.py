@@ -78,14 +78,15 @@ def detect_scenes(detector, scenes: list, threshold: float = EVALUATION_THRESHOL
 
 def evaluate_detector(target: str | Path, data: str | Path | None = None, report: str | Path | None = None,
                       device: str = "auto", finder=None, backend: str | None = None,
-                      fp_budget: float = FP_BUDGET, verify: bool = True) -> dict:
+                      fp_budget: float = FP_BUDGET, verify: bool = True, tta: bool = False) -> dict:
     """Detect every scene, score the detections; returns the JSON-ready summary `signlab evaluate` prints.
     finder: another first stage in front of the run's classifier (bench/finders.py compares them); backend:
     as load_detector's (onnx: the files of `signlab export RUN`); fp_budget: false positives per scene allowed
-    at the operating point (metrics.operating_point); verify False: without the run's verifier."""
+    at the operating point (metrics.operating_point); verify False: without the run's verifier; tta: the
+    finder also looks at each scene's mirror image (load_detector)."""
     from signlab.detection.metrics import evaluate_detections, point_at
 
-    detector = load_detector(target, device, finder=finder, backend=backend, verify=verify)
+    detector = load_detector(target, device, finder=finder, backend=backend, verify=verify, tta=tta)
     shipped = run_threshold(Path(target))
     scenes, source = evaluation_scenes(Path(target), data)
     kept, detections, unreadable, seconds = detect_scenes(detector, scenes)
@@ -93,7 +94,7 @@ def evaluate_detector(target: str | Path, data: str | Path | None = None, report
         raise UserError(f"{source}: none of its scenes could be read")
     metrics = evaluate_detections(kept, detections, score_threshold=DEFAULT_THRESHOLD, fp_budget=fp_budget)
     summary = {"task": "detect", "target": str(target), "backend": backend or "torch",
-               "verifier": detector.verifier is not None, "data": source,
+               "verifier": detector.verifier is not None, "tta": tta, "data": source,
                "seconds": seconds, "scenes_per_second": len(kept) / seconds, "unreadable": unreadable,
                **{k: v for k, v in metrics.items() if k != "pr_curves"}}
     if shipped is not None:

@@ -123,16 +123,30 @@ class SceneGraph(nn.Module):
     """A whole scene to the finder's maps: uint8 (1, H, W, 3) RGB -> standardisation -> zero padding (after
     standardisation: mid-grey is 0) on the right and bottom to a multiple of PAD_TO -> the network's maps
     (1, C + 4, ceil(H/16)*4, ceil(W/16)*4). The torch backend runs this module and `signlab export` exports it,
-    so both backends prepare a scene by the same ops."""
+    so both backends prepare a scene by the same ops.
 
-    def __init__(self, model: nn.Module) -> None:
+    flip=True also runs the mirror image (the finder trained on mirrored crops; its four categories are
+    shapes that a mirror keeps) and averages the two: heat as probabilities, log sizes as they are; the
+    offsets stay the unmirrored pass's (CenterNet's flip test). The padded width divides by the stride, so
+    cell ix of the mirror is cell w - 1 - ix of the scene."""
+
+    def __init__(self, model: nn.Module, flip: bool = False) -> None:
         super().__init__()
-        self.model = model
+        self.model, self.flip = model, flip
 
     def forward(self, scene: torch.Tensor) -> torch.Tensor:
         h, w = scene.shape[1], scene.shape[2]
-        x = F.pad(to_input(scene), (0, -w % PAD_TO, 0, -h % PAD_TO))
-        return self.model(x)
+        x = F.pad(to_input(scene), (0, -w % PAD_TO, 0, -h % PAD_TO))  # (1, 3, H', W')
+        if not self.flip:
+            return self.model(x)
+        both = self.model(torch.cat([x, x.flip(3)]))  # (2, C + 4, h', w')
+        out, mirrored = both[:1], both[1:].flip(3)
+        c = out.shape[1] - 4
+        heat = (torch.sigmoid(out[:, :c]) + torch.sigmoid(mirrored[:, :c])) / 2
+        heat = heat.clamp(1e-6, 1 - 1e-6)
+        logits = torch.log(heat) - torch.log1p(-heat)  # back to logits: decode's sigmoid undoes this
+        sizes = (out[:, c:c + 2] + mirrored[:, c:c + 2]) / 2
+        return torch.cat([logits, sizes, out[:, c + 2:]], dim=1)
 
 
 class MapsFinder:
@@ -159,12 +173,13 @@ class SignFinder(MapsFinder):
     model: nn.Module
     device: torch.device
     bf16: str = "off"
+    flip: bool = False  # SceneGraph's mirror averaging
     graph: SceneGraph = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         from signlab.models import fold_batchnorm
 
-        self.graph = SceneGraph(fold_batchnorm(self.model))  # a copy: a training run's model keeps training
+        self.graph = SceneGraph(fold_batchnorm(self.model), self.flip)  # a copy: a training run's model trains on
 
     @torch.no_grad()
     def maps(self, scene: np.ndarray) -> torch.Tensor:
@@ -174,8 +189,9 @@ class SignFinder(MapsFinder):
         return out[0].float().cpu()
 
 
-def load_finder(run_dir: Path, device: torch.device) -> SignFinder:
-    """The finder of a detection run folder (best.safetensors, else last) or of one of its weights files."""
+def load_finder(run_dir: Path, device: torch.device, flip: bool = False) -> SignFinder:
+    """The finder of a detection run folder (best.safetensors, else last) or of one of its weights files;
+    flip: average it with its mirror image (SceneGraph)."""
     from signlab.checkpoint import load_weights
     from signlab.config import TrainConfig
     from signlab.errors import UserError
@@ -193,4 +209,4 @@ def load_finder(run_dir: Path, device: torch.device) -> SignFinder:
     except RuntimeError as e:
         raise UserError(f"{path}: weights do not fit model {cfg.model} ({str(e).splitlines()[0]})") from None
     model.to(device, memory_format=torch.channels_last).eval()
-    return SignFinder(model, device, cfg.bf16)
+    return SignFinder(model, device, cfg.bf16, flip)
