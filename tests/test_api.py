@@ -81,6 +81,8 @@ def test_bad_images_and_options_fail_clearly(run, tmp_path):
         signlab.train(data, out=str(tmp_path / "x"), epochs=0)
     with pytest.raises(UserError, match="unknown field"):
         signlab.train(data, out=str(tmp_path / "x"), epoch=3)
+    with pytest.raises(UserError, match="for detection runs"):
+        signlab.load(out, device="cpu", tta=True)
 
 
 def test_evaluate_returns_the_cli_summary(run):

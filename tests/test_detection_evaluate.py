@@ -107,8 +107,13 @@ def test_tta_for_a_detection_run_mirrors_the_finder(run, scenes, monkeypatch, ca
     and the summary says so; without it the finder is asked for none."""
     asked = []
     finder = TruthFinder(read_gtsdb(scenes)[0])
-    monkeypatch.setattr(detect_module, "load_run_finder", lambda run, device, mirror=False: asked.append(mirror)
-                        or finder)
+
+    def load_run_finder(run, device, mirror=False):
+        asked.append(mirror)
+        finder.flip = mirror  # as SignFinder records it
+        return finder
+
+    monkeypatch.setattr(detect_module, "load_run_finder", load_run_finder)
     assert main(["evaluate", str(run), "--data", str(scenes), "--json", "--tta"]) == 0
     assert json.loads(capsys.readouterr().out)["tta"] is True
     finder.calls = 0

@@ -6,11 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from signlab.checkpoint import save_weights
 from signlab.config import TrainConfig
 from signlab.detection.boxes import CATEGORIES, box_iou
-from signlab.detection.finder import SceneGraph, decode, encode_targets, finder_loss, load_finder
+from signlab.detection.finder import SceneGraph, decode, encode_targets, finder_loss, load_finder, to_input
 from signlab.errors import UserError
 from signlab.models import count_macs, create_model, list_models, model_task
 from signlab.models.detector import STRIDE
@@ -129,3 +130,19 @@ def test_mirror_averaging_sees_a_mirrored_scene_as_the_mirror_of_the_scene():
     torch.testing.assert_close(both[:, c + 2:], one[:, c + 2:])
     torch.testing.assert_close(both_of_mirror[:, :c + 2].flip(3), both[:, :c + 2], atol=1e-4, rtol=1e-4)
     assert (one[:, :c + 2] - other[:, :c + 2]).abs().max() > 1e-2, "one view alone is not mirror-symmetric"
+
+
+def test_mirror_averaging_mirrors_the_padded_scene():
+    """A width that is not a multiple of 16: the scene is padded on the right first and the padded scene is
+    mirrored, so that the two views' cells line up."""
+    torch.manual_seed(0)
+    model = create_model("signfinder", widths=(8, 8, 16, 16), neck=8).eval()
+    scene = torch.from_numpy(np.random.default_rng(2).integers(0, 256, (1, 90, 150, 3), dtype=np.uint8))
+    c = len(CATEGORIES)
+    with torch.no_grad():
+        x = F.pad(to_input(scene), (0, 10, 0, 6))  # (1, 3, 96, 160)
+        one, other = model(x), model(x.flip(3)).flip(3)
+        both = SceneGraph(model, flip=True)(scene)
+    heat = (torch.sigmoid(one[:, :c]) + torch.sigmoid(other[:, :c])) / 2
+    torch.testing.assert_close(torch.sigmoid(both[:, :c]), heat, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(both[:, c:c + 2], (one[:, c:c + 2] + other[:, c:c + 2]) / 2)

@@ -204,6 +204,8 @@ def load_detector(run_dir: str | Path, device: str | torch.device = "auto", find
             check_detection_run(run_dir)
         return load_onnx_detector(run_dir, device if isinstance(device, str) else device.type, finder, tta,
                                   verify=verify)
+    if tta and finder is not None:
+        raise ValueError("tta mirrors the run's own finder; give a finder built with flip=True instead")
     run = check_detection_run(run_dir)
     torch_device = pick_device(device) if isinstance(device, str) else device
     if not (run / CLASSIFIER_FILE).is_file():

@@ -94,7 +94,8 @@ def evaluate_detector(target: str | Path, data: str | Path | None = None, report
         raise UserError(f"{source}: none of its scenes could be read")
     metrics = evaluate_detections(kept, detections, score_threshold=DEFAULT_THRESHOLD, fp_budget=fp_budget)
     summary = {"task": "detect", "target": str(target), "backend": backend or "torch",
-               "verifier": detector.verifier is not None, "tta": tta, "data": source,
+               "verifier": detector.verifier is not None, "tta": bool(getattr(detector.finder, "flip", False)),
+               "data": source,
                "seconds": seconds, "scenes_per_second": len(kept) / seconds, "unreadable": unreadable,
                **{k: v for k, v in metrics.items() if k != "pr_curves"}}
     if shipped is not None:

@@ -139,7 +139,7 @@ class SceneGraph(nn.Module):
         x = F.pad(to_input(scene), (0, -w % PAD_TO, 0, -h % PAD_TO))  # (1, 3, H', W')
         if not self.flip:
             return self.model(x)
-        both = self.model(torch.cat([x, x.flip(3)]))  # (2, C + 4, h', w')
+        both = self.model(torch.cat([x, x.flip(3)])).float()  # (2, C + 4, h', w'); bf16 would round 1 - 1e-6 to 1
         out, mirrored = both[:1], both[1:].flip(3)
         c = out.shape[1] - 4
         heat = (torch.sigmoid(out[:, :c]) + torch.sigmoid(mirrored[:, :c])) / 2
