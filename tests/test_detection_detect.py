@@ -33,7 +33,7 @@ def run(tmp_path_factory):
 def stand_in(monkeypatch):
     """The run's finder replaced by BoxFinder (signlab.detection.finder is another stage's business)."""
     finder = BoxFinder(BOXES, SCORES)
-    monkeypatch.setattr(detect_module, "load_run_finder", lambda run, device, mirror=False: finder)
+    monkeypatch.setattr(detect_module, "load_run_finder", lambda run, device, flip=False: finder)
     return finder
 
 

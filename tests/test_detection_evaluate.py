@@ -42,7 +42,7 @@ def run(tmp_path):
 
 def evaluate_json(run, scenes, monkeypatch, capsys, blind=False, extra=()):
     finder = TruthFinder(read_gtsdb(scenes)[0], blind)
-    monkeypatch.setattr(detect_module, "load_run_finder", lambda run, device, mirror=False: finder)
+    monkeypatch.setattr(detect_module, "load_run_finder", lambda run, device, flip=False: finder)
     assert main(["evaluate", str(run), "--data", str(scenes), "--json", *extra]) == 0
     return json.loads(capsys.readouterr().out)
 
@@ -77,7 +77,7 @@ def test_a_blind_detector_scores_zero_and_the_text_says_so(run, scenes, monkeypa
     s = evaluate_json(run, scenes, monkeypatch, capsys, blind=True)
     assert s["map50_categories"] == 0 and s["map50_classes"] == 0
     finder = TruthFinder(read_gtsdb(scenes)[0], blind=True)
-    monkeypatch.setattr(detect_module, "load_run_finder", lambda run, device, mirror=False: finder)
+    monkeypatch.setattr(detect_module, "load_run_finder", lambda run, device, flip=False: finder)
     assert main(["evaluate", str(run), "--data", str(scenes)]) == 0
     text = capsys.readouterr().out
     assert "mAP@0.5 over the three ranked categories: 0.00 %" in text
@@ -96,7 +96,7 @@ def test_without_data_the_runs_own_validation_blocks_are_used(run, scenes, monke
     config.update(data=str(scenes), val_data=None, val_fraction=0.5, split_seed=0)
     (run / "config.json").write_text(json.dumps(config))
     finder = TruthFinder(read_gtsdb(scenes)[0])
-    monkeypatch.setattr(detect_module, "load_run_finder", lambda run, device, mirror=False: finder)
+    monkeypatch.setattr(detect_module, "load_run_finder", lambda run, device, flip=False: finder)
     assert main(["evaluate", str(run), "--json"]) == 0
     s = json.loads(capsys.readouterr().out)
     assert s["data"].startswith("validation blocks of") and 1 <= s["scenes"] < 4
@@ -108,9 +108,9 @@ def test_tta_for_a_detection_run_mirrors_the_finder(run, scenes, monkeypatch, ca
     asked = []
     finder = TruthFinder(read_gtsdb(scenes)[0])
 
-    def load_run_finder(run, device, mirror=False):
-        asked.append(mirror)
-        finder.flip = mirror  # as SignFinder records it
+    def load_run_finder(run, device, flip=False):
+        asked.append(flip)
+        finder.flip = flip  # as SignFinder records it
         return finder
 
     monkeypatch.setattr(detect_module, "load_run_finder", load_run_finder)
@@ -131,7 +131,7 @@ def test_a_run_ships_its_validation_threshold_and_evaluate_scores_other_scenes_a
     config.update(val_data=str(scenes))
     (run / "config.json").write_text(json.dumps(config))
     monkeypatch.setattr(detect_module, "load_run_finder",
-                        lambda r, device, mirror=False: TruthFinder(read_gtsdb(scenes)[0]))
+                        lambda r, device, flip=False: TruthFinder(read_gtsdb(scenes)[0]))
     point = write_run_threshold(run, device="cpu")
     saved = json.loads((run / RUN_THRESHOLD_FILE).read_text())
     assert saved == point and saved["scenes"] == 4 and saved["fp_budget"] == 0.05 and 0 < saved["threshold"] <= 0.9
@@ -143,7 +143,7 @@ def test_a_run_ships_its_validation_threshold_and_evaluate_scores_other_scenes_a
     fixed = evaluate_json(run, scenes, monkeypatch, capsys)["run_threshold_point"]
     assert fixed["threshold"] == 0.95 and all(fixed[k]["found"] == 0 for k in ("under_32px", "32px_and_over"))
     finder = TruthFinder(read_gtsdb(scenes)[0])
-    monkeypatch.setattr(detect_module, "load_run_finder", lambda r, device, mirror=False: finder)
+    monkeypatch.setattr(detect_module, "load_run_finder", lambda r, device, flip=False: finder)
     assert main(["evaluate", str(run), "--data", str(scenes)]) == 0
     assert "at the run's own threshold, chosen on its validation scenes: (score >= 0.950)" in capsys.readouterr().out
 

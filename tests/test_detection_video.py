@@ -37,7 +37,7 @@ def video(tmp_path_factory):
 
 @pytest.fixture
 def run(tmp_path, monkeypatch):
-    monkeypatch.setattr(detect_module, "load_run_finder", lambda run, device, mirror=False: RedFinder())
+    monkeypatch.setattr(detect_module, "load_run_finder", lambda run, device, flip=False: RedFinder())
     return make_detection_run(tmp_path / "run")
 
 

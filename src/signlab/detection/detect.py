@@ -85,11 +85,11 @@ class SignDetector:
     own pixels, highest score first."""
 
     def __init__(self, finder: SignFinder, classifier: LoadedModel | OnnxClassifier, device: torch.device,
-                 tta: bool = False, verifier: LoadedModel | OnnxClassifier | None = None) -> None:
+                 verifier: LoadedModel | OnnxClassifier | None = None) -> None:
         if len(classifier.class_names) != len(GTSRB_CLASS_NAMES):  # its outputs are GTSRB's class ids, in order
             raise UserError(f"{classifier.path}: the classifier knows {len(classifier.class_names)} classes, not "
                             f"GTSRB's 43; detection names signs with a classifier trained on GTSRB's layout")
-        self.finder, self.classifier, self.device, self.tta = finder, classifier, device, tta
+        self.finder, self.classifier, self.device = finder, classifier, device
         self.verifier = verifier  # signlab.detection.verify: P(sign) of each proposal, or None
 
     @property
@@ -98,13 +98,14 @@ class SignDetector:
 
     def probabilities(self, scene: np.ndarray, boxes: torch.Tensor | np.ndarray,
                       crops: np.ndarray | None = None) -> torch.Tensor:
-        """Class probabilities (N, 43) float32 of the boxes' crops: one forward pass (TTA: one per view)."""
+        """Class probabilities (N, 43) float32 of the boxes' crops: one forward pass, the crops as they are (test-
+        time augmentation is the finder's: load_detector's tta)."""
         crops = crop_signs(scene, boxes, self.preprocessing) if crops is None else crops
         if len(crops) == 0:
             return torch.zeros(0, len(GTSRB_CLASS_NAMES))
         if isinstance(self.classifier, LoadedModel):
-            logits = predict_images(self.classifier, crops, self.device, batch_size=len(crops), tta=self.tta)
-        else:  # the exported classifier (signlab.onnx_backend): no TTA
+            logits = predict_images(self.classifier, crops, self.device, batch_size=len(crops), tta=False)
+        else:  # the exported classifier (signlab.onnx_backend)
             logits = torch.from_numpy(self.classifier.logits(crops))
         return torch.softmax(logits.float(), dim=1)
 
@@ -178,11 +179,11 @@ def check_detection_run(target: str | Path) -> Path:
     raise UserError(f"{run}: no such run folder; {how}")
 
 
-def load_run_finder(run: Path, device: torch.device, mirror: bool = False) -> SignFinder:
-    """The run's trained finder (signlab.detection.finder); mirror: averaged with the scene's mirror image."""
+def load_run_finder(run: Path, device: torch.device, flip: bool = False) -> SignFinder:
+    """The run's trained finder (signlab.detection.finder); flip: averaged with the scene's mirror image."""
     from signlab.detection.finder import load_finder
 
-    return load_finder(run, device, flip=mirror)
+    return load_finder(run, device, flip)
 
 
 def load_detector(run_dir: str | Path, device: str | torch.device = "auto", finder: SignFinder | None = None,
