@@ -8,7 +8,7 @@ TrainIJCNN2013), already decoded (JPEG/PPM decoding is excluded): the finder's m
 proposals (peaks, NMS), the crops, one classifier forward per scene and the scoring, at --threshold (default
 0.5, as `signlab detect`). Rows: torch fp32, torch bf16 (autocast; only where the CPU has bf16 arithmetic),
 torch fp32 with `--tta` (the finder also on each scene's mirror image), onnxruntime fp32 (the files of
-`signlab export RUN`), and onnxruntime with the int8 classifier.
+`signlab export RUN`), the same with `--tta` (finder-flip.onnx), and onnxruntime with the int8 classifier.
 
 The same run measures the GEMM peak: the best GFLOP/s of a 2048x2048 fp32 matmul in torch with the same
 thread count, before and after the rows. Each row's achieved GFLOP/s counts 2 FLOPs per MAC: the finder's MACs
@@ -54,7 +54,8 @@ class CountingFinder:
         return boxes, scores, cats
 
 
-TTA_ROW = "torch fp32, --tta"  # the finder also runs on the mirror image: twice its MACs
+TTA_ROW, ONNX_TTA_ROW = "torch fp32, --tta", "onnxruntime fp32, --tta"  # the finder also runs on the mirror
+TTA_ROWS = (TTA_ROW, ONNX_TTA_ROW)  # image: twice its MACs
 
 
 def detectors(run: Path, export: Path | None) -> tuple[dict, dict[str, str]]:
@@ -74,9 +75,10 @@ def detectors(run: Path, export: Path | None) -> tuple[dict, dict[str, str]]:
     found[TTA_ROW] = load_detector(run, "cpu", backend="torch", tta=True)
     found[TTA_ROW].finder.bf16 = "off"
     where = export or run
-    for name, file in (("onnxruntime fp32", "classifier.onnx"), ("onnxruntime, int8 classifier", CLASSIFIER_INT8)):
+    for name, file, tta in (("onnxruntime fp32", "classifier.onnx", False), (ONNX_TTA_ROW, "classifier.onnx", True),
+                            ("onnxruntime, int8 classifier", CLASSIFIER_INT8, False)):
         try:
-            found[name] = load_onnx_detector(where, "cpu", classifier_file=file)
+            found[name] = load_onnx_detector(where, "cpu", classifier_file=file, tta=tta)
         except UserError as e:
             missing[name] = str(e)
     return found, missing
@@ -90,8 +92,9 @@ def macs(run: Path, scenes: list[np.ndarray]) -> tuple[int, int]:
     det = load_detector(run, "cpu", backend="torch")
     sizes: dict[tuple[int, int], int] = {}
     total = 0
+    pad = det.finder.model.pad_to  # SceneGraph pads each scene to its coarsest stride
     for s in scenes:
-        padded = (-(-s.shape[0] // 16) * 16, -(-s.shape[1] // 16) * 16)
+        padded = (-(-s.shape[0] // pad) * pad, -(-s.shape[1] // pad) * pad)
         if padded not in sizes:
             sizes[padded] = count_macs(det.finder.model, padded)
         total += sizes[padded]
@@ -126,7 +129,7 @@ def measure(found: dict, scenes: list[np.ndarray], threshold: float, repeats: in
 def rows_of(measured: dict, n: int, finder_macs: int, crop_macs: int, peak: float) -> list[dict]:
     rows = []
     for name, m in measured.items():
-        flops = 2 * (finder_macs * (2 if name == TTA_ROW else 1) + crop_macs * m["crops"])
+        flops = 2 * (finder_macs * (2 if name in TTA_ROWS else 1) + crop_macs * m["crops"])
         gflops = flops / m["seconds"] / 1e9
         rows.append({"backend": name, "scenes_per_second": n / m["seconds"], "ms_per_scene": 1e3 * m["seconds"] / n,
                      "finder_ms_per_scene": 1e3 * m["finder_seconds"] / n, "crops_per_scene": m["crops"] / n,

@@ -237,8 +237,6 @@ def test_a_real_detection_run_with_its_own_finder(tmp_path, capsys):
     assert mirrored and mirrored != results[0]["detections"], "--tta: the finder looks at the mirror image too"
     api = signlab.load(run, device="cpu", tta=True).detect(scenes / "00000.jpg", threshold=0.0)
     assert [d.to_json() for d in api] == mirrored
-    with pytest.raises(UserError, match="tta"):
-        signlab.load(run, device="cpu", backend="onnx", tta=True)
 
 
 def test_another_finder_in_front_of_the_runs_classifier(run, tmp_path):

@@ -20,8 +20,8 @@ from signlab.detection.finder import load_finder
 from signlab.detection.onnx_backend import CLASSIFIER_INT8, OnnxFinder, export_config, load_onnx_detector
 from signlab.detection.synthetic import write_synthetic_scenes
 
-FILES = ["finder.onnx", "classifier.onnx", "classifier.int8.onnx", "CLASSIFIER_CARD.md", "MODEL_CARD.md",
-         "operating_point.json"]  # the run's threshold, for `signlab detect EXPORT --threshold run`
+FILES = ["finder.onnx", "finder-flip.onnx", "classifier.onnx", "classifier.int8.onnx", "CLASSIFIER_CARD.md",
+         "MODEL_CARD.md", "operating_point.json"]  # the run's threshold, for `signlab detect EXPORT --threshold run`
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +49,9 @@ def test_export_writes_the_onnx_pair_and_the_cards(run):
     assert f"bench/runtimes.py {run}" not in classifier_card and "CLASSIFIER_RUN" in classifier_card
     meta = {p.key: p.value for p in onnx.load(str(export / "finder.onnx")).metadata_props}
     assert json.loads(meta["signlab.categories"]) == ["prohibitory", "mandatory", "danger", "other"]
+    assert meta["signlab.mirror_averaged"] == "false"
+    flip_meta = {p.key: p.value for p in onnx.load(str(export / "finder-flip.onnx")).metadata_props}
+    assert flip_meta["signlab.mirror_averaged"] == "true"
     assert export_config(export)["model"] == "signfinder"  # evaluate finds the run's validation split by it
 
 
@@ -82,6 +85,33 @@ def test_detect_with_backend_onnx_finds_what_torch_finds(run, scene_file, capsys
     same_detections(detect_json(capsys, run / "export", scene_file), torch_found)  # the folder alone: onnx
     at_run = detect_json(capsys, run / "export", scene_file, "--threshold", "run")  # the run's 0.6, copied over
     assert [d["box"] for d in at_run] == [d["box"] for d in torch_found if d["score"] >= 0.6]
+
+
+def test_tta_with_backend_onnx_runs_the_mirrored_finder_as_torch_does(run, scene_file, capsys):
+    """finder-flip.onnx gives torch's mirror-averaged maps on a scene the graph pads, and `detect --tta` finds
+    the same with either backend, and not what it finds without --tta."""
+    scene = np.random.default_rng(4).integers(0, 256, (97, 143, 3), dtype=np.uint8)
+    want = load_finder(run, torch.device("cpu"), flip=True).maps(scene)
+    got = OnnxFinder(run / "export" / "finder-flip.onnx", device="cpu", flip=True).maps(scene)
+    assert got.shape == want.shape and float((got - want).abs().max()) <= 1e-4
+    plain = detect_json(capsys, run, scene_file, "--threshold", "0.01")
+    torch_tta = detect_json(capsys, run, scene_file, "--threshold", "0.01", "--tta")
+    assert [d["score"] for d in torch_tta] != [d["score"] for d in plain]
+    same_detections(detect_json(capsys, run, scene_file, "--threshold", "0.01", "--tta", "--backend", "onnx"),
+                    torch_tta)
+    assert load_onnx_detector(run, "cpu", tta=True).finder.flip
+
+
+def test_tta_with_an_export_that_has_no_mirrored_finder_is_one_line(run, tmp_path, scene_file, capsys):
+    """An export written before --tta had finder-flip.onnx: --tta names the file and says to export again."""
+    import shutil
+
+    old = shutil.copytree(run / "export", tmp_path / "old")
+    (old / "finder-flip.onnx").unlink()
+    assert main(["detect", str(old), str(scene_file), "--tta"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "finder-flip.onnx: not found" in err and "signlab export" in err
+    assert main(["detect", str(old), str(scene_file)]) == 0  # without --tta it still works
 
 
 def test_the_int8_classifier_names_the_same_proposals(run, scene_file):

@@ -23,11 +23,37 @@ def test_the_finder_is_registered_as_a_detector():
     assert model_task("signnet") == "classify"
 
 
-def test_maps_have_stride_4_and_any_size_works():
-    model = create_model("signfinder").eval()
+FOUR_STAGES = {"widths": (16, 24, 48, 96, 128), "blocks": (1, 2, 2, 2)}  # a stage at stride 32 too
+
+
+@pytest.mark.parametrize("options, pad_to", [({}, 16), (FOUR_STAGES, 32)])
+def test_maps_have_stride_4_and_any_size_works(options, pad_to):
+    model = create_model("signfinder", **options).eval()
+    assert model.pad_to == pad_to  # the coarsest stride: SceneGraph pads scenes to it
     with torch.no_grad():
         assert model(torch.zeros(1, 3, 160, 256)).shape == (1, len(CATEGORIES) + 4, 40, 64)
         assert model(torch.zeros(2, 3, 100, 76)).shape == (2, len(CATEGORIES) + 4, 25, 19)
+
+
+def test_a_stage_at_stride_32_widens_the_view_for_little_cost():
+    """The fourth stage more than doubles how far a centre cell sees (the input pixels its maps depend on: ±83 px
+    with three stages, ±179 with four) for an eighth more MACs on a whole scene."""
+    reach = []
+    for options in ({}, FOUR_STAGES):
+        model = create_model("signfinder", **options).eval()
+        x = torch.randn(1, 3, 640, 640, requires_grad=True)
+        model(x)[0, :, 80, 80].sum().backward()  # the cell whose centre is pixel (322, 322)
+        seen = torch.nonzero(x.grad[0].abs().sum(dim=(0, 1)) > 0).flatten()
+        reach.append(int(seen.max() - seen.min() + 1))
+    assert reach[0] < 180 and reach[1] > 2 * reach[0]
+    three, four = (count_macs(create_model("signfinder", **o), (800, 1360)) for o in ({}, FOUR_STAGES))
+    assert four < 1.15 * three
+
+
+@pytest.mark.parametrize("widths, blocks", [((16, 24, 48), (1, 2)), ((16, 24, 48, 96), (1, 2, 2, 2))])
+def test_stage_counts_that_do_not_fit_are_refused(widths, blocks):
+    with pytest.raises(UserError, match="block count for each stage"):
+        create_model("signfinder", widths=widths, blocks=blocks)
 
 
 def test_a_full_scene_costs_well_under_one_and_a_half_gmac():
@@ -112,19 +138,20 @@ def test_load_finder_and_propose(tmp_path):
         load_finder(tmp_path / "c.safetensors", torch.device("cpu"))
 
 
-@pytest.mark.parametrize("width", [160, 150])  # a multiple of 16, and one the graph pads by 10
-def test_mirror_averaging_averages_the_padded_scene_and_its_mirror(width):
+@pytest.mark.parametrize("blocks", [(1, 1, 1), (1, 1, 1, 1)])  # coarsest stride 16, and 32
+@pytest.mark.parametrize("width", [160, 150])  # a multiple of 16 and 32, and one the graph pads by 10
+def test_mirror_averaging_averages_the_padded_scene_and_its_mirror(width, blocks):
     """SceneGraph(flip=True): the scene is padded first and the padded scene mirrored, so the views' cells line
     up; heat is the mean of their probabilities, log sizes their mean, offsets the unmirrored view's. Where no
     padding moves, a mirrored scene then gets the mirror of the scene's heat and sizes, which one view alone
     does not give."""
     torch.manual_seed(0)
-    model = create_model("signfinder", widths=(8, 8, 16, 16), neck=8).eval()
+    model = create_model("signfinder", widths=(8, 8, 16, 16, 16)[:len(blocks) + 1], blocks=blocks, neck=8).eval()
     graph = SceneGraph(model, flip=True)
     scene = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (1, 90, width, 3), dtype=np.uint8))
     c = len(CATEGORIES)
     with torch.no_grad():
-        x = F.pad(to_input(scene), (0, -width % 16, 0, 6))  # (1, 3, 96, 160)
+        x = F.pad(to_input(scene), (0, -width % model.pad_to, 0, 6))  # (1, 3, 96, 160)
         one, other = model(x), model(x.flip(3)).flip(3)  # (1, C + 4, 24, 40) each
         both = graph(scene)
         both_of_mirror = graph(scene.flip(2))
@@ -133,5 +160,5 @@ def test_mirror_averaging_averages_the_padded_scene_and_its_mirror(width):
     torch.testing.assert_close(both[:, c:c + 2], (one[:, c:c + 2] + other[:, c:c + 2]) / 2)
     torch.testing.assert_close(both[:, c + 2:], one[:, c + 2:])
     assert (one[:, :c + 2] - other[:, :c + 2]).abs().max() > 1e-2, "one view alone is not mirror-symmetric"
-    if width % 16 == 0:
+    if width % model.pad_to == 0:
         torch.testing.assert_close(both_of_mirror[:, :c + 2].flip(3), both[:, :c + 2], atol=1e-4, rtol=1e-4)

@@ -2,15 +2,16 @@
 in one folder (RUN/export unless --out says), with a model card for the pair and the classifier's own card.
 
     finder.onnx           scene uint8 (1, H, W, 3) RGB, any H and W -> maps float32 (1, C + 4, h, w)
+    finder-flip.onnx      the same, averaged with the scene's mirror image (`--tta`)
     classifier.onnx       sign crops uint8 (N, S, S, 3) -> logits (N, 43): signlab.export's graph, unchanged
     classifier.int8.onnx  with --int8: its int8 copy (calibrated on the classifier's training images)
     verifier.onnx         a run trained with --verify: crops -> logits (N, 2), "not a sign" and "sign"
     MODEL_CARD.md, CLASSIFIER_CARD.md (and VERIFIER_CARD.md)
 
 The finder's graph is signlab.detection.finder.SceneGraph, the module the torch backend runs: standardisation
-and padding to a multiple of 16 happen inside it. Its maps are the network's raw output: the C heatmap logits
-(sigmoid: the probability of a sign of that category centred in the cell), then log w and log h (in cells of
-STRIDE pixels) and the centre's offset inside its cell (x, y). Peaks, NMS, crops and naming stay in Python,
+and padding to a multiple of the coarsest stride happen inside it. Its maps are the network's raw output: the C
+heatmap logits (sigmoid: the probability of a sign of that category centred in the cell), then log w and log h
+(in cells of STRIDE pixels) and the centre's offset inside its cell (x, y). Peaks, NMS, crops and naming stay in Python,
 shared by both backends (signlab.detection.finder.decode, signlab.detection.detect).
 """
 
@@ -31,6 +32,7 @@ from signlab.detection.onnx_backend import (
     CLASSIFIER_ONNX,
     EXPORT_FOLDER,
     FINDER_FILE,
+    FINDER_FLIP_FILE,
     MAPS_OUTPUT,
     SCENE_INPUT,
     VERIFIER_ONNX,
@@ -61,17 +63,13 @@ def export_detector(target: str | Path, out: str | Path | None = None, int8: boo
         raise UserError(f"{run}: no {CLASSIFIER_FILE} in this detection run; train it again with "
                         f"signlab train --task detect --classifier RUN_OR_WEIGHTS")
     _, info, weights = load_weights(run)
-    finder = load_finder(run, torch.device("cpu"))
-    finder.bf16 = "off"  # the reference is fp32, as onnxruntime computes
-    finder.graph.model.to(memory_format=torch.contiguous_format)  # the folded copy it runs
-    proto = graph_to_onnx(finder.graph.eval(), torch.zeros(1, *CHECK_SIZE, 3, dtype=torch.uint8),
-                          SCENE_INPUT, MAPS_OUTPUT, {1: torch.export.Dim.DYNAMIC, 2: torch.export.Dim.DYNAMIC},
-                          f"{weights}: finder {info['config'].get('model')}")
-    set_finder_metadata(proto, info, weights)
     scenes, source = check_scenes(info["config"])
-    path = folder / FINDER_FILE
-    diff = save_checked(proto, path, lambda written: verify_finder(written, finder, scenes))
-    written = [path, *export_model(run / CLASSIFIER_FILE, folder / CLASSIFIER_ONNX, int8, card=CLASSIFIER_CARD)]
+    diff = 0.0
+    for flip, name in ((False, FINDER_FILE), (True, FINDER_FLIP_FILE)):  # the second for --tta
+        finder = load_finder(run, torch.device("cpu"), flip)
+        diff = max(diff, export_finder(finder, folder / name, info, weights, scenes))
+    written = [folder / FINDER_FILE, folder / FINDER_FLIP_FILE,
+               *export_model(run / CLASSIFIER_FILE, folder / CLASSIFIER_ONNX, int8, card=CLASSIFIER_CARD)]
     if (run / VERIFIER_FILE).is_file():
         written += export_model(run / VERIFIER_FILE, folder / VERIFIER_ONNX, card=VERIFIER_CARD)
         write_verifier_card(folder / VERIFIER_CARD, run)  # in place of the classifier-style card
@@ -85,7 +83,19 @@ def export_detector(target: str | Path, out: str | Path | None = None, int8: boo
     return [*written, write_detector_card(run, written, figures)]
 
 
-def set_finder_metadata(proto, info: dict, weights: Path) -> None:
+def export_finder(finder: SignFinder, path: Path, info: dict, weights: Path, scenes: list[np.ndarray]) -> float:
+    """Write `finder`'s SceneGraph (mirror averaging included where finder.flip) to `path`, checked against torch
+    fp32 on `scenes`; returns the largest map difference."""
+    finder.bf16 = "off"  # the reference is fp32, as onnxruntime computes
+    finder.graph.model.to(memory_format=torch.contiguous_format)  # the folded copy it runs
+    proto = graph_to_onnx(finder.graph.eval(), torch.zeros(1, *CHECK_SIZE, 3, dtype=torch.uint8),
+                          SCENE_INPUT, MAPS_OUTPUT, {1: torch.export.Dim.DYNAMIC, 2: torch.export.Dim.DYNAMIC},
+                          f"{weights}: finder {info['config'].get('model')}")
+    set_finder_metadata(proto, info, weights, finder.graph.model.pad_to, finder.flip)
+    return save_checked(proto, path, lambda written: verify_finder(written, finder, scenes))
+
+
+def set_finder_metadata(proto, info: dict, weights: Path, pad_to: int, flip: bool) -> None:
     import onnx
 
     import signlab
@@ -94,9 +104,11 @@ def set_finder_metadata(proto, info: dict, weights: Path) -> None:
     onnx.helper.set_model_props(proto, {
         f"{META}categories": json.dumps(list(CATEGORIES)),
         f"{META}input": f"{SCENE_INPUT}: uint8 (1, H, W, 3) RGB, any H and W; standardised and padded to a "
-                        f"multiple of 16 inside the graph",
-        f"{META}maps": f"{MAPS_OUTPUT}: float32 (1, {len(CATEGORIES)} + 4, ceil(H/16)*4, ceil(W/16)*4): heatmap "
+                        f"multiple of {pad_to} inside the graph",
+        f"{META}maps": f"{MAPS_OUTPUT}: float32 (1, {len(CATEGORIES)} + 4, ceil(H/{pad_to})*{pad_to // STRIDE}, "
+                       f"ceil(W/{pad_to})*{pad_to // STRIDE}): heatmap "
                        f"logits per category, log w, log h (cells of {STRIDE} px), centre offset x, y (cells)",
+        f"{META}mirror_averaged": str(flip).lower(),  # --tta's graph: the scene and its mirror image, averaged
         f"{META}stride": str(STRIDE), f"{META}nms_iou": str(NMS_IOU), f"{META}top_k": str(TOP_K),
         f"{META}version": signlab.__version__, f"{META}weights": weights.name,
         f"{META}config": json.dumps(info["config"])})
@@ -125,7 +137,7 @@ def verify_finder(path: Path, finder: SignFinder, scenes: list[np.ndarray]) -> f
     """max |map difference| between onnxruntime on `path` and torch fp32 over `scenes`; an error above
     PARITY_TOLERANCE (absolute: the maps are logits and log sizes of moderate range, 6e-06 apart on a real
     1360x800 scene)."""
-    onnx_finder = OnnxFinder(path, device="cpu")
+    onnx_finder = OnnxFinder(path, device="cpu", flip=finder.flip)
     worst = 0.0
     for scene in scenes:
         got, want = onnx_finder.maps(scene).numpy(), finder.maps(scene).numpy()
@@ -211,7 +223,9 @@ def write_detector_card(run: Path, written: list[Path], figures: dict) -> Path:
         f"{STRIDE}, (iy + offset y) * {STRIDE}), size exp(log w) * {STRIDE} by exp(log h) * {STRIDE}; NMS at "
         f"IoU {NMS_IOU}; crop each box (bilinear, to the size in classifier.onnx's metadata) and run "
         f"`classifier.onnx`" + (" and `verifier.onnx`" if verified else "")
-        + f". signlab keeps detections scoring >= {DEFAULT_THRESHOLD} by default.", ""]
+        + f". signlab keeps detections scoring >= {DEFAULT_THRESHOLD} by default. `--tta` runs "
+        f"`{FINDER_FLIP_FILE}` in place of `{FINDER_FILE}`: the same maps averaged with the scene's mirror image's "
+        "(slower by the finder's time again).", ""]
     path = folder / CARD
     try:
         path.write_text("\n".join(lines))

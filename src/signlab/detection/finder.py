@@ -116,14 +116,11 @@ def decode(out: torch.Tensor, threshold: float, size: tuple[int, int] | None = N
     return boxes[order], scores[order], cats[order]
 
 
-PAD_TO = 16  # the coarsest stage's stride: a padded scene divides evenly all the way down
-
-
 class SceneGraph(nn.Module):
     """A whole scene to the finder's maps: uint8 (1, H, W, 3) RGB -> standardisation -> zero padding (after
-    standardisation: mid-grey is 0) on the right and bottom to a multiple of PAD_TO -> the network's maps
-    (1, C + 4, ceil(H/16)*4, ceil(W/16)*4). The torch backend runs this module and `signlab export` exports it,
-    so both backends prepare a scene by the same ops.
+    standardisation: mid-grey is 0) on the right and bottom to H', W', multiples of the model's coarsest stride
+    (`pad_to`: 16 for three stages, 32 for four) -> the network's maps (1, C + 4, H'/4, W'/4). The torch
+    backend runs this module and `signlab export` exports it, so both backends prepare a scene by the same ops.
 
     flip=True also runs the mirror image (the finder trained on mirrored crops; its four categories are
     shapes that a mirror keeps) and averages the two: heat as probabilities, log sizes as they are; the
@@ -136,7 +133,8 @@ class SceneGraph(nn.Module):
 
     def forward(self, scene: torch.Tensor) -> torch.Tensor:
         h, w = scene.shape[1], scene.shape[2]
-        x = F.pad(to_input(scene), (0, -w % PAD_TO, 0, -h % PAD_TO))  # (1, 3, H', W')
+        pad_to = self.model.pad_to
+        x = F.pad(to_input(scene), (0, -w % pad_to, 0, -h % pad_to))  # (1, 3, H', W')
         if not self.flip:
             return self.model(x)
         both = self.model(torch.cat([x, x.flip(3)])).float()  # (2, C + 4, h', w'); bf16 would round 1 - 1e-6 to 1
@@ -154,7 +152,7 @@ class MapsFinder:
     Subclasses: `SignFinder` (torch) and signlab.detection.onnx_backend's `OnnxFinder` (onnxruntime)."""
 
     def maps(self, scene: np.ndarray) -> torch.Tensor:
-        """(H, W, 3) uint8 -> float32 maps (C + 4, ceil(H/16)*4, ceil(W/16)*4) on the CPU."""
+        """(H, W, 3) uint8 -> float32 maps (C + 4, H'/4, W'/4) on the CPU, H' and W' padded (SceneGraph)."""
         raise NotImplementedError
 
     def propose(self, scene: np.ndarray, threshold: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

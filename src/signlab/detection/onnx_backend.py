@@ -1,5 +1,5 @@
-"""The onnxruntime backend of a detection run: the finder, the classifier (and the verifier of a run trained with
---verify) written by `signlab export RUN`
+"""The onnxruntime backend of a detection run: the finder (and its mirror-averaged twin for --tta), the
+classifier (and the verifier of a run trained with --verify) written by `signlab export RUN`
 (into RUN/export unless --out said otherwise), put together as `load_detector` puts the run's torch models.
 
 finder.onnx takes a whole scene, uint8 (1, H, W, 3) RGB of any H and W, and gives the network's raw maps
@@ -20,17 +20,19 @@ from signlab.errors import UserError
 
 EXPORT_FOLDER = "export"  # RUN/export: where `signlab export RUN` writes a detection run's files
 FINDER_FILE, CLASSIFIER_ONNX, CLASSIFIER_INT8 = "finder.onnx", "classifier.onnx", "classifier.int8.onnx"
+FINDER_FLIP_FILE = "finder-flip.onnx"  # the finder averaged with the scene's mirror image: `--tta`
 VERIFIER_ONNX = "verifier.onnx"  # only for runs trained with --verify (signlab.detection.verify)
 SCENE_INPUT, MAPS_OUTPUT = "scene", "maps"
 
 
 class OnnxFinder(MapsFinder):
-    """finder.onnx run by onnxruntime: the same maps as the torch SignFinder (within 1e-4, checked on export)."""
+    """finder.onnx (finder-flip.onnx: flip) run by onnxruntime: the same maps as the torch SignFinder with the
+    same flip (within 1e-4, checked on export)."""
 
-    def __init__(self, path: str | Path, device: str = "auto") -> None:
+    def __init__(self, path: str | Path, device: str = "auto", flip: bool = False) -> None:
         from signlab.onnx_backend import open_session
 
-        self.path = Path(path)
+        self.path, self.flip = Path(path), flip
         self._session = open_session(path, device)
 
     def maps(self, scene: np.ndarray) -> torch.Tensor:
@@ -71,19 +73,24 @@ def export_config(folder: str | Path) -> dict:
 def load_onnx_detector(target: str | Path, device: str = "auto", finder=None, tta: bool = False,
                        classifier_file: str = CLASSIFIER_ONNX, verify: bool = True):
     """A SignDetector of the exported finder and classifier (classifier_file: CLASSIFIER_INT8 for the int8
-    one). finder: another first stage in front of the exported classifier."""
+    one). finder: another first stage in front of the exported classifier; tta: the exported finder averaged
+    with the scene's mirror image (finder-flip.onnx), as the torch backend's tta."""
     from signlab.detection.detect import SignDetector
-    from signlab.onnx_backend import NO_TTA, OnnxClassifier
+    from signlab.onnx_backend import OnnxClassifier
 
-    if tta:
-        raise UserError(NO_TTA)
+    if tta and finder is not None:
+        raise ValueError("tta mirrors the export's own finder; give an OnnxFinder of finder-flip.onnx instead")
     folder = export_folder(target)
+    finder_path = folder / (FINDER_FLIP_FILE if tta else FINDER_FILE)
+    if not finder_path.is_file():  # an export written before --tta had its own graph
+        raise UserError(f"{finder_path}: not found (--tta needs it); run `signlab export RUN --out {folder}` "
+                        f"again, or use --backend torch")
     path = folder / classifier_file
     if not path.is_file():
         flag = " --int8" if classifier_file == CLASSIFIER_INT8 else ""
         raise UserError(f"{path}: not found; run `signlab export RUN{flag} --out {folder}` first")
     classifier = OnnxClassifier(path, device)
-    found = finder if finder is not None else OnnxFinder(folder / FINDER_FILE, device)
+    found = finder if finder is not None else OnnxFinder(finder_path, device, tta)
     has_verifier = verify and (folder / VERIFIER_ONNX).is_file()
     verifier = OnnxClassifier(folder / VERIFIER_ONNX, device) if has_verifier else None
     return SignDetector(found, classifier, classifier.device, verifier=verifier)

@@ -1,7 +1,7 @@
 """SignFinderNet: an anchor-free, CenterNet-style network that finds traffic signs in whole scenes.
 
-A cheap stride-2 stem, three downsampling stages (strides 4, 8, 16) and a light top-down merge back to stride
-4, so that the stride-4 map that places the centres sees the context of the coarser ones. Heads at stride 4:
+A cheap stride-2 stem, three or more downsampling stages (strides 4, 8, 16[, 32]) and a light top-down merge back
+to stride 4, so that the stride-4 map that places the centres sees the context of the coarser ones. Heads at stride 4:
 a heatmap per sign category (signlab.detection.boxes.CATEGORIES), the box size (log w, log h, in cells) and the
 centre's offset inside its cell. Full-resolution layers are thin and the wider ones are depthwise separable:
 the network must run on whole 1360x800 scenes several times a second on two CPU cores.
@@ -50,13 +50,14 @@ def stage(c_in: int, c_out: int, blocks: int) -> nn.Sequential:
 class SignFinderNet(nn.Module):
     def __init__(self, num_categories: int, widths: tuple[int, ...], blocks: tuple[int, ...], neck: int) -> None:
         super().__init__()
-        if len(widths) != 4 or len(blocks) != 3:
-            raise ValueError(f"widths {widths} must give 4 channel counts (stem, strides 4, 8, 16) and blocks "
-                             f"{blocks} 3 block counts")
+        if len(blocks) < 3 or len(widths) != len(blocks) + 1:
+            raise ValueError(f"blocks {blocks} must give a block count for each stage (3 or more: strides 4, 8, "
+                             f"16, ...) and widths {widths} one channel count more (the stem's first)")
         self.stem = conv_bn(3, widths[0], stride=2)
-        self.stages = nn.ModuleList(stage(widths[i], widths[i + 1], blocks[i]) for i in range(3))
+        self.stages = nn.ModuleList(stage(widths[i], widths[i + 1], blocks[i]) for i in range(len(blocks)))
         self.lateral = nn.ModuleList(nn.Conv2d(w, neck, 1) for w in widths[1:])
-        self.merge = nn.ModuleList(separable(neck, neck) for _ in range(2))
+        self.merge = nn.ModuleList(separable(neck, neck) for _ in range(len(blocks) - 1))
+        self.pad_to = 2 ** (len(blocks) + 1)  # the coarsest stride: a scene padded to it divides evenly all the way
         # one branch each: whether a sign is here, and where its edges are, want different features
         self.heat = nn.Sequential(separable(neck, neck), nn.Conv2d(neck, num_categories, 1))
         self.box = nn.Sequential(separable(neck, neck), nn.Conv2d(neck, 4, 1))  # log w, log h (cells), offset x, y
@@ -71,9 +72,9 @@ class SignFinderNet(nn.Module):
         feats = []
         for s in self.stages:
             f = s(f)
-            feats.append(f)  # strides 4, 8, 16
-        top = self.lateral[2](feats[2])
-        for i in (1, 0):  # the coarser map, upsampled, joins the finer one's lateral
+            feats.append(f)  # strides 4, 8, 16, ...
+        top = self.lateral[-1](feats[-1])
+        for i in reversed(range(len(feats) - 1)):  # the coarser map, upsampled, joins the finer one's lateral
             lat = self.lateral[i](feats[i])
             top = self.merge[i](lat + F.interpolate(top, size=lat.shape[-2:], mode="nearest"))
         return torch.cat([self.heat(top), self.box(top)], dim=1)
