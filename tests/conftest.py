@@ -168,9 +168,11 @@ def make_detection_run(root: Path, favourite: int = 14) -> Path:
     return root
 
 
-def make_exportable_detection_run(root: Path, favourite: int = 14) -> Path:
-    """A detection run with a tiny untrained finder (bf16 off) and a classifier whose training folder exists:
-    what `signlab export` and the onnx backend need, in seconds."""
+def make_exportable_detection_run(root: Path, favourite: int = 14, options: dict | None = None,
+                                  heat_bias: float = 1.0) -> Path:
+    """A detection run with a tiny untrained finder (bf16 off; options: its model_options; heat_bias: its
+    heatmaps' logit everywhere, about) and a classifier whose training folder exists: what `signlab export`
+    and the onnx backend need, in seconds."""
     import json
 
     import torch
@@ -184,11 +186,11 @@ def make_exportable_detection_run(root: Path, favourite: int = 14) -> Path:
     (run / "config.json").write_text(json.dumps({"task": "detect"}))
     write_tiny_classifier(run / "classifier.safetensors", favourite,
                           data=make_gtsrb_train(root / "gtsrb", classes=(0, 1, 2), tracks=2, frames=4))
-    options = {"widths": [8, 8, 16, 16], "neck": 8}
+    options = options or {"widths": [8, 8, 16, 16], "neck": 8}
     torch.manual_seed(0)
     model = create_model("signfinder", **options)
     with torch.no_grad():
-        model.heat[-1].bias.fill_(1.0)  # sigmoid 0.73: peaks pass the 0.5 threshold, so detections are made
+        model.heat[-1].bias.fill_(heat_bias)  # 1.0, sigmoid 0.73: peaks pass the 0.5 threshold, detections made
     cfg = TrainConfig(task="detect", model="signfinder", model_options=options, bf16="off")
     save_weights(run / "last.safetensors", {f"model.{k}": v for k, v in model.state_dict().items()},
                  {"config": cfg.to_dict(), "task": "detect"})

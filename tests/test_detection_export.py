@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import draw_sign_scene, make_detection_run
+from conftest import draw_sign_scene, make_detection_run, make_exportable_detection_run
 from PIL import Image
 
 import signlab
@@ -92,7 +92,9 @@ def test_tta_with_backend_onnx_runs_the_mirrored_finder_as_torch_does(run, scene
     the same with either backend, and not what it finds without --tta."""
     scene = np.random.default_rng(4).integers(0, 256, (97, 143, 3), dtype=np.uint8)
     want = load_finder(run, torch.device("cpu"), flip=True).maps(scene)
-    got = OnnxFinder(run / "export" / "finder-flip.onnx", device="cpu", flip=True).maps(scene)
+    onnx_finder = OnnxFinder(run / "export" / "finder-flip.onnx", device="cpu")
+    assert onnx_finder.flip and not OnnxFinder(run / "export" / "finder.onnx", device="cpu").flip  # metadata
+    got = onnx_finder.maps(scene)
     assert got.shape == want.shape and float((got - want).abs().max()) <= 1e-4
     plain = detect_json(capsys, run, scene_file, "--threshold", "0.01")
     torch_tta = detect_json(capsys, run, scene_file, "--threshold", "0.01", "--tta")
@@ -100,6 +102,32 @@ def test_tta_with_backend_onnx_runs_the_mirrored_finder_as_torch_does(run, scene
     same_detections(detect_json(capsys, run, scene_file, "--threshold", "0.01", "--tta", "--backend", "onnx"),
                     torch_tta)
     assert load_onnx_detector(run, "cpu", tta=True).finder.flip
+    api = signlab.load(run, device="cpu", backend="onnx", tta=True).detect(scene_file, threshold=0.01)
+    assert [d.class_id for d in api] == [d["class_id"] for d in torch_tta]
+
+
+def test_evaluate_tta_with_backend_onnx_says_what_ran(run, tmp_path, capsys):
+    scenes = write_synthetic_scenes(tmp_path / "scenes", 2, seed=1, size=(300, 200), sign_px=(16, 48))
+    capsys.readouterr()
+    assert main(["evaluate", str(run / "export"), "--data", str(scenes), "--tta", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["tta"] is True and summary["backend"] == "onnx"  # an export folder runs on onnxruntime
+
+
+def test_a_four_stage_finder_with_confident_peaks_exports_both_graphs(tmp_path):
+    """A finder with a stage at stride 32 pads scenes to 32, and says so in its metadata; with heat logits near
+    12 (probabilities within float32's step of 1) the mirrored graph still matches torch within 1e-4, which
+    averaging probabilities and taking log(1 - p) did not."""
+    four = {"widths": [8, 8, 16, 16, 16], "blocks": [1, 1, 1, 1], "neck": 8}
+    run = make_exportable_detection_run(tmp_path, options=four, heat_bias=12.0)
+    assert main(["export", str(run)]) == 0
+    meta = {p.key: p.value for p in onnx.load(str(run / "export" / "finder-flip.onnx")).metadata_props}
+    assert "multiple of 32" in meta["signlab.input"] and "ceil(H/32)*8" in meta["signlab.maps"]
+    scene = np.random.default_rng(5).integers(0, 256, (97, 143, 3), dtype=np.uint8)
+    want = load_finder(run, torch.device("cpu"), flip=True).maps(scene)
+    got = OnnxFinder(run / "export" / "finder-flip.onnx", device="cpu").maps(scene)
+    assert got.shape == want.shape == (8, 32, 40)  # 97 -> 128 and 143 -> 160 pixels, over 4
+    assert float(want[:4].min()) > 9.0 and float((got - want).abs().max()) <= 1e-4
 
 
 def test_tta_with_an_export_that_has_no_mirrored_finder_is_one_line(run, tmp_path, scene_file, capsys):

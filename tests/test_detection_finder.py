@@ -50,6 +50,15 @@ def test_a_stage_at_stride_32_widens_the_view_for_little_cost():
     assert four < 1.15 * three
 
 
+def test_the_default_finder_keeps_the_weights_layout_of_earlier_runs():
+    """Runs trained before the stage count became an option must still load: three stages, three laterals,
+    two merges."""
+    keys = create_model("signfinder").state_dict().keys()
+    modules = {".".join(k.split(".")[:2]) for k in keys if k.split(".")[0] in ("stages", "lateral", "merge")}
+    assert modules == {"stages.0", "stages.1", "stages.2", "lateral.0", "lateral.1", "lateral.2", "merge.0",
+                       "merge.1"}
+
+
 @pytest.mark.parametrize("widths, blocks", [((16, 24, 48), (1, 2)), ((16, 24, 48, 96), (1, 2, 2, 2))])
 def test_stage_counts_that_do_not_fit_are_refused(widths, blocks):
     with pytest.raises(UserError, match="block count for each stage"):

@@ -241,9 +241,9 @@ def load(target: str | Path, device: str = "auto", batch_size: int = 256,
     """The model in a run folder or weights file, ready to use: a Classifier, or a Detector for a detection
     run. device: auto, cpu or cuda. backend onnx, or a .onnx file as target: the classifier written by
     `signlab export`, run by onnxruntime (same interface); for a detection run, backend onnx (or the folder
-    `signlab export RUN` wrote as target) runs its exported finder and classifier. tta, detection runs (torch):
-    the finder also looks at each scene's mirror image (`signlab detect --tta`); a Classifier takes tta in
-    each call instead."""
+    `signlab export RUN` wrote as target) runs its exported finder and classifier. tta, detection runs (either
+    backend): the finder also looks at each scene's mirror image (`signlab detect --tta`); a Classifier takes
+    tta in each call instead."""
     if backend not in ("torch", "onnx"):
         raise UserError(f"--backend {backend}: use torch or onnx")
     if is_detection_run(target):

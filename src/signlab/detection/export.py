@@ -47,8 +47,9 @@ CARD, CLASSIFIER_CARD, VERIFIER_CARD = "MODEL_CARD.md", "CLASSIFIER_CARD.md", "V
 
 
 def export_detector(target: str | Path, out: str | Path | None = None, int8: bool = False) -> list[Path]:
-    """Write finder.onnx, classifier.onnx (and classifier.int8.onnx with int8) and the cards into `out`
-    (default RUN/export); each ONNX file is checked against torch fp32 first. Returns the paths written."""
+    """Write finder.onnx, finder-flip.onnx (for --tta), classifier.onnx (and classifier.int8.onnx with int8) and
+    the cards into `out` (default RUN/export); each ONNX file is checked against torch fp32 first. Returns the
+    paths written."""
     from signlab.checkpoint import load_weights
     from signlab.detection.finder import load_finder
     from signlab.export import export_model
@@ -64,6 +65,7 @@ def export_detector(target: str | Path, out: str | Path | None = None, int8: boo
                         f"signlab train --task detect --classifier RUN_OR_WEIGHTS")
     _, info, weights = load_weights(run)
     scenes, source = check_scenes(info["config"])
+    (folder / FINDER_FLIP_FILE).unlink(missing_ok=True)  # never beside a finder.onnx of other weights
     diff = 0.0
     for flip, name in ((False, FINDER_FILE), (True, FINDER_FLIP_FILE)):  # the second for --tta
         finder = load_finder(run, torch.device("cpu"), flip)
@@ -137,7 +139,7 @@ def verify_finder(path: Path, finder: SignFinder, scenes: list[np.ndarray]) -> f
     """max |map difference| between onnxruntime on `path` and torch fp32 over `scenes`; an error above
     PARITY_TOLERANCE (absolute: the maps are logits and log sizes of moderate range, 6e-06 apart on a real
     1360x800 scene)."""
-    onnx_finder = OnnxFinder(path, device="cpu", flip=finder.flip)
+    onnx_finder = OnnxFinder(path, device="cpu")
     worst = 0.0
     for scene in scenes:
         got, want = onnx_finder.maps(scene).numpy(), finder.maps(scene).numpy()
@@ -206,7 +208,8 @@ def write_detector_card(run: Path, written: list[Path], figures: dict) -> Path:
         *[f"- `signlab evaluate` result saved in the run: `{p.name}`" for p in saved],
         *([] if saved else [f"- none of the whole detector saved; `signlab evaluate {run} --json > "
                             f"{run}/eval.json`, then export again"]),
-        f"- export check: max |map difference| onnxruntime vs torch fp32 = {figures['parity']:.2e} on "
+        f"- export check: max |map difference| onnxruntime vs torch fp32, over `{FINDER_FILE}` and "
+        f"`{FINDER_FLIP_FILE}` = {figures['parity']:.2e} on "
         f"{figures['scenes']}", "",
         "## Known failure modes", "",
         "- Small signs (under 32 px) are the weak part, as for every published detector (docs/detection.md).",

@@ -116,6 +116,17 @@ def decode(out: torch.Tensor, threshold: float, size: tuple[int, int] | None = N
     return boxes[order], scores[order], cats[order]
 
 
+# Written out rather than F.logsigmoid and torch.logaddexp: the ONNX exporter turns those into log(sigmoid(x))
+# and log(exp(u) + exp(v)), and onnxruntime's sigmoid is exact only to ~1 % in its far tail (e^-12), which the
+# log then makes an absolute error of 0.01. These forms take exp only of values <= 0 and log only of 1 + that.
+def log_sigmoid(x: torch.Tensor) -> torch.Tensor:
+    return torch.clamp(x, max=0.0) - torch.log1p(torch.exp(-x.abs()))
+
+
+def log_add_exp(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    return torch.maximum(u, v) + torch.log1p(torch.exp(-(u - v).abs()))
+
+
 class SceneGraph(nn.Module):
     """A whole scene to the finder's maps: uint8 (1, H, W, 3) RGB -> standardisation -> zero padding (after
     standardisation: mid-grey is 0) on the right and bottom to H', W', multiples of the model's coarsest stride
@@ -137,12 +148,13 @@ class SceneGraph(nn.Module):
         x = F.pad(to_input(scene), (0, -w % pad_to, 0, -h % pad_to))  # (1, 3, H', W')
         if not self.flip:
             return self.model(x)
-        both = self.model(torch.cat([x, x.flip(3)])).float()  # (2, C + 4, h', w'); bf16 would round 1 - 1e-6 to 1
+        both = self.model(torch.cat([x, x.flip(3)])).float()  # (2, C + 4, h', w'); fp32 even under bf16
         out, mirrored = both[:1], both[1:].flip(3)
         c = out.shape[1] - 4
-        heat = (torch.sigmoid(out[:, :c]) + torch.sigmoid(mirrored[:, :c])) / 2
-        heat = heat.clamp(1e-6, 1 - 1e-6)
-        logits = torch.log(heat) - torch.log1p(-heat)  # back to logits: decode's sigmoid undoes this
+        a, b = out[:, :c], mirrored[:, :c]
+        # the logit of the mean probability, log p - log(1 - p), from log-sigmoids: 1 - p is never formed, so a
+        # confident peak (p within float32's step of 1) keeps its logit, and both backends agree on it
+        logits = log_add_exp(log_sigmoid(a), log_sigmoid(b)) - log_add_exp(log_sigmoid(-a), log_sigmoid(-b))
         sizes = (out[:, c:c + 2] + mirrored[:, c:c + 2]) / 2
         return torch.cat([logits, sizes, out[:, c + 2:]], dim=1)
 

@@ -26,14 +26,16 @@ SCENE_INPUT, MAPS_OUTPUT = "scene", "maps"
 
 
 class OnnxFinder(MapsFinder):
-    """finder.onnx (finder-flip.onnx: flip) run by onnxruntime: the same maps as the torch SignFinder with the
-    same flip (within 1e-4, checked on export)."""
+    """finder.onnx or finder-flip.onnx run by onnxruntime: the same maps as the torch SignFinder (within 1e-4,
+    checked on export). flip: whether the file averages the scene with its mirror image (its metadata says)."""
 
-    def __init__(self, path: str | Path, device: str = "auto", flip: bool = False) -> None:
+    def __init__(self, path: str | Path, device: str = "auto") -> None:
         from signlab.onnx_backend import open_session
 
-        self.path, self.flip = Path(path), flip
+        self.path = Path(path)
         self._session = open_session(path, device)
+        meta = self._session.get_modelmeta().custom_metadata_map
+        self.flip = meta.get("signlab.mirror_averaged") == "true"
 
     def maps(self, scene: np.ndarray) -> torch.Tensor:
         out = self._session.run([MAPS_OUTPUT], {SCENE_INPUT: np.ascontiguousarray(scene)[None]})[0]
@@ -90,7 +92,7 @@ def load_onnx_detector(target: str | Path, device: str = "auto", finder=None, tt
         flag = " --int8" if classifier_file == CLASSIFIER_INT8 else ""
         raise UserError(f"{path}: not found; run `signlab export RUN{flag} --out {folder}` first")
     classifier = OnnxClassifier(path, device)
-    found = finder if finder is not None else OnnxFinder(finder_path, device, tta)
+    found = finder if finder is not None else OnnxFinder(finder_path, device)
     has_verifier = verify and (folder / VERIFIER_ONNX).is_file()
     verifier = OnnxClassifier(folder / VERIFIER_ONNX, device) if has_verifier else None
     return SignDetector(found, classifier, classifier.device, verifier=verifier)
