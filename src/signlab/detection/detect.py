@@ -93,6 +93,11 @@ class SignDetector:
         self.verifier = verifier  # signlab.detection.verify: P(sign) of each proposal, or None
 
     @property
+    def backend(self) -> str:
+        """"torch" or "onnx": what names the crops (load_detector gives both stages the same backend)."""
+        return "torch" if isinstance(self.classifier, LoadedModel) else "onnx"
+
+    @property
     def preprocessing(self) -> Preprocessing:
         return self.classifier.preprocessing
 

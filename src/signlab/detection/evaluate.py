@@ -17,7 +17,6 @@ from pathlib import Path
 from signlab.detection.boxes import RANKED_CATEGORIES
 from signlab.detection.detect import DEFAULT_THRESHOLD, load_detector
 from signlab.detection.metrics import FP_BUDGET
-from signlab.detection.onnx_backend import is_detector_export
 from signlab.errors import UserError
 
 EVALUATION_THRESHOLD = 0.01
@@ -94,8 +93,7 @@ def evaluate_detector(target: str | Path, data: str | Path | None = None, report
     if not kept:
         raise UserError(f"{source}: none of its scenes could be read")
     metrics = evaluate_detections(kept, detections, score_threshold=DEFAULT_THRESHOLD, fp_budget=fp_budget)
-    ran_on = backend or ("onnx" if is_detector_export(target) else "torch")  # as load_detector chose
-    summary = {"task": "detect", "target": str(target), "backend": ran_on,
+    summary = {"task": "detect", "target": str(target), "backend": detector.backend,
                "verifier": detector.verifier is not None, "tta": bool(getattr(detector.finder, "flip", False)),
                "data": source,
                "seconds": seconds, "scenes_per_second": len(kept) / seconds, "unreadable": unreadable,

@@ -17,6 +17,7 @@ shared by both backends (signlab.detection.finder.decode, signlab.detection.dete
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -34,6 +35,7 @@ from signlab.detection.onnx_backend import (
     FINDER_FILE,
     FINDER_FLIP_FILE,
     MAPS_OUTPUT,
+    MIRROR_KEY,
     SCENE_INPUT,
     VERIFIER_ONNX,
     OnnxFinder,
@@ -66,10 +68,11 @@ def export_detector(target: str | Path, out: str | Path | None = None, int8: boo
     _, info, weights = load_weights(run)
     scenes, source = check_scenes(info["config"])
     (folder / FINDER_FLIP_FILE).unlink(missing_ok=True)  # never beside a finder.onnx of other weights
+    finder = load_finder(run, torch.device("cpu"))
     diff = 0.0
     for flip, name in ((False, FINDER_FILE), (True, FINDER_FLIP_FILE)):  # the second for --tta
-        finder = load_finder(run, torch.device("cpu"), flip)
-        diff = max(diff, export_finder(finder, folder / name, info, weights, scenes))
+        graphed = dataclasses.replace(finder, flip=flip)  # the same weights, its own folded SceneGraph
+        diff = max(diff, export_finder(graphed, folder / name, info, weights, scenes))
     written = [folder / FINDER_FILE, folder / FINDER_FLIP_FILE,
                *export_model(run / CLASSIFIER_FILE, folder / CLASSIFIER_ONNX, int8, card=CLASSIFIER_CARD)]
     if (run / VERIFIER_FILE).is_file():
@@ -110,7 +113,7 @@ def set_finder_metadata(proto, info: dict, weights: Path, pad_to: int, flip: boo
         f"{META}maps": f"{MAPS_OUTPUT}: float32 (1, {len(CATEGORIES)} + 4, ceil(H/{pad_to})*{pad_to // STRIDE}, "
                        f"ceil(W/{pad_to})*{pad_to // STRIDE}): heatmap "
                        f"logits per category, log w, log h (cells of {STRIDE} px), centre offset x, y (cells)",
-        f"{META}mirror_averaged": str(flip).lower(),  # --tta's graph: the scene and its mirror image, averaged
+        MIRROR_KEY: str(flip).lower(),  # --tta's graph: the scene and its mirror image, averaged
         f"{META}stride": str(STRIDE), f"{META}nms_iou": str(NMS_IOU), f"{META}top_k": str(TOP_K),
         f"{META}version": signlab.__version__, f"{META}weights": weights.name,
         f"{META}config": json.dumps(info["config"])})

@@ -23,6 +23,7 @@ FINDER_FILE, CLASSIFIER_ONNX, CLASSIFIER_INT8 = "finder.onnx", "classifier.onnx"
 FINDER_FLIP_FILE = "finder-flip.onnx"  # the finder averaged with the scene's mirror image: `--tta`
 VERIFIER_ONNX = "verifier.onnx"  # only for runs trained with --verify (signlab.detection.verify)
 SCENE_INPUT, MAPS_OUTPUT = "scene", "maps"
+MIRROR_KEY = "signlab.mirror_averaged"  # finder metadata: "true" in finder-flip.onnx, "false" in finder.onnx
 
 
 class OnnxFinder(MapsFinder):
@@ -35,7 +36,7 @@ class OnnxFinder(MapsFinder):
         self.path = Path(path)
         self._session = open_session(path, device)
         meta = self._session.get_modelmeta().custom_metadata_map
-        self.flip = meta.get("signlab.mirror_averaged") == "true"
+        self.flip = meta.get(MIRROR_KEY) == "true"
 
     def maps(self, scene: np.ndarray) -> torch.Tensor:
         out = self._session.run([MAPS_OUTPUT], {SCENE_INPUT: np.ascontiguousarray(scene)[None]})[0]
