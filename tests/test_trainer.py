@@ -201,6 +201,19 @@ def test_evaluate_refuses_when_the_data_changed_since_training(tmp_path, tiny, c
     assert main(["evaluate", str(out), "--json", "--data", str(data)]) == 0
 
 
+def test_val_fraction_zero_trains_on_every_track_and_evaluate_then_needs_data(tmp_path, tiny, capsys):
+    data, _ = tiny
+    _, out = run(tmp_path, "all", *tiny, "--epochs", "1", "--val-fraction", "0")  # the later flag wins
+    split = json.loads((out / "split.json").read_text())
+    assert (split["train_images"], split["val_images"]) == (48, 0)
+    assert (out / "last.safetensors").is_file()
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--json"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no validation split (--val-fraction 0); pass --data" in err and len(err.splitlines()) == 1
+    assert main(["evaluate", str(out), "--json", "--data", str(data)]) == 0
+
+
 def test_val_data_with_a_class_missing_keeps_the_other_labels(tmp_path):
     """Class-per-folder sets number classes by position: a validation folder without `b` must not turn `c`
     into class 1."""
