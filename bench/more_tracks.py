@@ -6,9 +6,10 @@ both scored on the same held-out 30 %.
 `best` validates on 10 % of the tracks and trains on the other 90 %; with `--val-fraction 0` it would train
 on all of them, 11 % more. This measures that ratio one step down, where it can be scored: on split seed S,
 run A holds out 30 % of the tracks (`--val-fraction 0.3`), run B 37 % (`--val-fraction 0.37`: the same
-per-class track order, so its held-out tracks contain A's). B trains on 90 % of what A trains on. Both
-are scored on A's held-out images (any that B trained on are left out, and counted) with their last
-weights, without and with test-time augmentation; the table gives A − B per split and its mean ± sd.
+per-class track order, so on GTSRB its held-out tracks contain A's; the scoring checks it). B trains on 90 %
+of what A trains on. Both are scored on A's held-out images (any that B trained on are left out, and
+counted) with their last weights, without and with test-time augmentation; the table gives A − B per split
+and its mean ± sd.
 Writes bench/results/more_tracks/PRESET.json.
 """
 

@@ -203,7 +203,8 @@ def test_evaluate_refuses_when_the_data_changed_since_training(tmp_path, tiny, c
 
 def test_val_fraction_zero_trains_on_every_track_and_evaluate_then_needs_data(tmp_path, tiny, capsys):
     data, _ = tiny
-    _, out = run(tmp_path, "all", *tiny, "--epochs", "1", "--val-fraction", "0")  # the later flag wins
+    code, out = run(tmp_path, "all", *tiny, "--epochs", "1", "--val-fraction", "0")  # the later flag wins
+    assert code == 0
     split = json.loads((out / "split.json").read_text())
     assert (split["train_images"], split["val_images"]) == (48, 0)
     assert (out / "last.safetensors").is_file()
