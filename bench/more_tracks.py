@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +28,7 @@ from signlab.data import split_indices
 from signlab.predict import load_model, predict_images
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from protocol import mean_sd  # noqa: E402
 from records import run_preset  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,7 +76,7 @@ def main() -> None:
         print(f"split {seed}: 70 % {pair['more']['tta']:.4f}  63 % {pair['fewer']['tta']:.4f} (TTA; "
               f"{pair['fewer']['left_out']} images left out)  gain {100 * pair['gain_tta']:+.2f} points", flush=True)
     gains = {key: [p[key] for p in pairs] for key in ("gain_tta", "gain_plain")}
-    summary = {key: (statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0) for key, v in gains.items()}
+    summary = {key: mean_sd(v) for key, v in gains.items()}
     report = {"preset": args.preset, "extra": args.extra, "data": args.data, "fractions": [COMMON, FEWER],
               "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                        cwd=ROOT).stdout.strip(),
