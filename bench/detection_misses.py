@@ -1,0 +1,159 @@
+"""Why each missed sign is missed, and which false positives hold the operating threshold (issue #17).
+
+    python bench/detection_misses.py RUN [RUN ...] [--threads 1] [--min-width 32] [--no-verifier] [--out FILE]
+
+RUN is a detection run, scored with its last weights on the blocks its training held out, at its operating
+point (<= 0.05 false positives per scene), as bench/detection_failures.py scores it. Then two questions:
+
+1. **Where does each sign at least --min-width px wide that is not named get lost?** A detection's score is the
+   finder's heat times the classifier's probability (times the verifier's P(sign)). For each such sign: the
+   finder's heat at its centre (the highest of any category within one cell), the best proposal covering it at
+   IoU 0.5 (its heat and IoU), the classifier's probability of the true class on that proposal's crop and on
+   the true box's crop, and the best final score covering it against the threshold. The verdict is "unseen"
+   (no proposal covers it at heat >= 0.01), "box" (the classifier names the true box but not the proposal's
+   crop), "named low" (it would be named but the product stays under the threshold) or "misnamed".
+2. **What would removing a scene's false positives buy?** For each scene whose false positives score at or above
+   the first false positive over budget: the operating threshold without that scene's false positives, and how
+   many more signs >= --min-width px would then be named. It bounds what negatives of that kind could give
+   (for example examples of the power pylon read as yield): nothing, if the threshold stays over the misses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from runtimes import git_revision, machine
+
+from signlab.classes import GTSRB_CLASS_NAMES
+from signlab.detection.boxes import Detection, box_iou
+from signlab.detection.detect import load_detector
+from signlab.detection.evaluate import detect_scenes, evaluation_scenes
+from signlab.detection.finder import load_finder
+from signlab.detection.metrics import NAMED, match_any_class, operating_threshold, sign_outcomes
+from signlab.detection.scenes import load_scene
+from signlab.models.detector import STRIDE
+
+PROPOSAL_FLOOR = 0.01  # the evaluation threshold: proposals under it are never scored
+
+
+def iou(a, b) -> float:
+    return float(box_iou(torch.tensor([a], dtype=torch.float64), torch.tensor([b], dtype=torch.float64))[0, 0])
+
+
+def centre_heat(maps: torch.Tensor, sign) -> float:
+    """The finder's highest heat of any category within one cell of the sign's centre cell."""
+    c = maps.shape[0] - 4
+    ix, iy = int((sign.x1 + sign.x2 + 1) / (2 * STRIDE)), int((sign.y1 + sign.y2 + 1) / (2 * STRIDE))
+    window = maps[:c, max(0, iy - 1):iy + 2, max(0, ix - 1):ix + 2]
+    return round(float(torch.sigmoid(window).max()), 4) if window.numel() else 0.0
+
+
+def why_missed(detector, scene, sign, found: list[Detection], threshold: float) -> dict:
+    """Where one sign is lost between finder, crop and classifier (the module docstring's question 1)."""
+    image = load_scene(scene.path)
+    truth = [sign.x1, sign.y1, sign.x2, sign.y2]
+    boxes, heat, _ = detector.finder.propose(image, PROPOSAL_FLOOR)
+    covering = [(float(h), b.tolist()) for b, h in zip(boxes, heat, strict=True) if iou(b.tolist(), truth) >= 0.5]
+    row = {"scene": Path(scene.path).name, "box": truth, "width": sign.width, "class_id": sign.class_id,
+           "name": GTSRB_CLASS_NAMES[sign.class_id], "threshold": round(threshold, 4),
+           "centre_heat": centre_heat(detector.finder.maps(image), sign)}
+    covers = [d.score for d in found if iou([d.x1, d.y1, d.x2, d.y2], truth) >= 0.5 and d.class_id == sign.class_id]
+    row["best_named_score"] = round(max(covers), 4) if covers else None
+    p_truth = detector.probabilities(image, torch.tensor([truth], dtype=torch.float32))[0]
+    row["class_p_true_box"] = round(float(p_truth[sign.class_id]), 4)
+    if not covering:
+        return {**row, "proposal": None, "verdict": "unseen"}
+    h, box = max(covering)
+    p = detector.probabilities(image, torch.tensor([box], dtype=torch.float32))[0]
+    row.update(proposal={"heat": round(h, 4), "box": [round(v, 1) for v in box], "iou": round(iou(box, truth), 3)},
+               class_p_proposal=round(float(p[sign.class_id]), 4),
+               proposal_read_as=GTSRB_CLASS_NAMES[int(p.argmax())])
+    if int(p.argmax()) != sign.class_id:
+        verdict = "box" if int(p_truth.argmax()) == sign.class_id else "misnamed"
+    else:
+        verdict = "named low"
+    return {**row, "verdict": verdict}
+
+
+def named_count(scenes, detections, threshold: float, min_width: float) -> int:
+    outcomes = sign_outcomes(scenes, detections, threshold)
+    return sum(1 for scene, o in zip(scenes, outcomes, strict=True)
+               for s, status in zip(scene.boxes, o.signs, strict=True) if s.width >= min_width and status == NAMED)
+
+
+def false_positive_scenes(scenes, detections, threshold: float, min_width: float) -> list[dict]:
+    """Question 2 of the module docstring, one row per scene with a false positive at or above the threshold's
+    limit (the false positives the threshold is set against)."""
+    false = {i: [d.score for d, j in zip(found, match_any_class(scene.boxes, found), strict=True) if j < 0]
+             for i, (scene, found) in enumerate(zip(scenes, detections, strict=True))}
+    base = named_count(scenes, detections, threshold, min_width)
+    limit = max((s for f in false.values() for s in f if s < threshold), default=threshold)  # first over budget
+    rows = []
+    for i, scores in false.items():
+        if not any(s >= limit for s in scores):
+            continue
+        without = list(detections)
+        found = detections[i]
+        marks = match_any_class(scenes[i].boxes, found)
+        without[i] = [d for d, j in zip(found, marks, strict=True) if j >= 0]
+        t = operating_threshold(scenes, without)
+        rows.append({"scene": Path(scenes[i].path).name,
+                     "false_scores": [round(s, 4) for s in sorted(scores, reverse=True)[:4]],
+                     "threshold_without": round(t, 4),
+                     "more_named": named_count(scenes, without, t, min_width) - base})
+    return rows
+
+
+def score_run(run: Path, verify: bool, min_width: float) -> dict:
+    finder = load_finder(run / "last.safetensors", torch.device("cpu"))
+    detector = load_detector(run, "cpu", finder=finder, verify=verify)
+    scenes, source = evaluation_scenes(run, None)
+    kept, detections, _, _ = detect_scenes(detector, scenes)
+    threshold = operating_threshold(kept, detections)
+    outcomes = sign_outcomes(kept, detections, threshold)
+    missed = [why_missed(detector, scene, s, found, threshold)
+              for scene, found, o in zip(kept, detections, outcomes, strict=True)
+              for s, status in zip(scene.boxes, o.signs, strict=True) if s.width >= min_width and status != NAMED]
+    signs = sum(1 for scene in kept for s in scene.boxes if s.width >= min_width)
+    return {"run": str(run), "data": source, "verifier": detector.verifier is not None,
+            "threshold": round(threshold, 4), "signs": signs, "named": signs - len(missed), "missed": missed,
+            "false_positive_scenes": false_positive_scenes(kept, detections, threshold, min_width)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--min-width", type=float, default=32.0, help="signs at least this wide (px)")
+    parser.add_argument("--no-verifier", action="store_true", help="leave out RUN/verifier.safetensors")
+    parser.add_argument("--out", type=Path, help="write every figure as JSON here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    np.set_printoptions(precision=3)
+    results = [score_run(run, not args.no_verifier, args.min_width) for run in args.runs]
+    for r in results:
+        print(f"{r['run']}: threshold {r['threshold']}, {r['named']} of {r['signs']} signs "
+              f">= {args.min_width:g} px named")
+        for m in r["missed"]:
+            p = m["proposal"] or {}
+            print(f"  missed {m['scene']} {m['name']} ({m['width']:g} px): {m['verdict']}; centre heat "
+                  f"{m['centre_heat']}, proposal heat {p.get('heat')} IoU {p.get('iou')}, class p on it "
+                  f"{m.get('class_p_proposal')} (true box {m['class_p_true_box']}), best named score "
+                  f"{m['best_named_score']}")
+        for f in r["false_positive_scenes"]:
+            print(f"  false positives of {f['scene']} {f['false_scores']}: without them the threshold would be "
+                  f"{f['threshold_without']}, {f['more_named']:+d} signs named")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        context = {"commit": git_revision(), "machine": machine(), "threads": torch.get_num_threads(),
+                   "command": "python " + " ".join(sys.argv), "min_width": args.min_width}
+        args.out.write_text(json.dumps({**context, "runs": results}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
