@@ -11,7 +11,8 @@ point (<= 0.05 false positives per scene), as bench/detection_failures.py scores
    IoU 0.5 (its heat and IoU), the classifier's probability of the true class on that proposal's crop and on
    the true box's crop, and the best final score covering it against the threshold. The verdict is "unseen"
    (no proposal covers it at heat >= 0.01), "box" (the classifier names the true box but not the proposal's
-   crop), "named low" (it would be named but the product stays under the threshold) or "misnamed".
+   crop), "named low" (it would be named but the product stays under the threshold) or "misnamed". For
+   comparison, the median and lowest heat at the centres of the signs >= --min-width px that it does name.
 2. **What would removing a scene's false positives buy?** For each scene whose false positives score at or above
    the first false positive over budget: the operating threshold without that scene's false positives, and how
    many more signs >= --min-width px would then be named. It bounds what negatives of that kind could give
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -120,8 +122,13 @@ def score_run(run: Path, verify: bool, min_width: float) -> dict:
               for scene, found, o in zip(kept, detections, outcomes, strict=True)
               for s, status in zip(scene.boxes, o.signs, strict=True) if s.width >= min_width and status != NAMED]
     signs = sum(1 for scene in kept for s in scene.boxes if s.width >= min_width)
+    named_heat = [centre_heat(detector.finder.maps(load_scene(scene.path)), s)
+                  for scene, o in zip(kept, outcomes, strict=True)
+                  for s, status in zip(scene.boxes, o.signs, strict=True) if s.width >= min_width and status == NAMED]
     return {"run": str(run), "data": source, "verifier": detector.verifier is not None,
             "threshold": round(threshold, 4), "signs": signs, "named": signs - len(missed), "missed": missed,
+            "named_centre_heat": {"min": min(named_heat, default=None),
+                                  "median": statistics.median(named_heat) if named_heat else None},
             "false_positive_scenes": false_positive_scenes(kept, detections, threshold, min_width)}
 
 
@@ -138,7 +145,8 @@ def main() -> None:
     results = [score_run(run, not args.no_verifier, args.min_width) for run in args.runs]
     for r in results:
         print(f"{r['run']}: threshold {r['threshold']}, {r['named']} of {r['signs']} signs "
-              f">= {args.min_width:g} px named")
+              f">= {args.min_width:g} px named; the finder's heat at the named ones' centres: median "
+              f"{r['named_centre_heat']['median']}, lowest {r['named_centre_heat']['min']}")
         for m in r["missed"]:
             p = m["proposal"] or {}
             print(f"  missed {m['scene']} {m['name']} ({m['width']:g} px): {m['verdict']}; centre heat "
