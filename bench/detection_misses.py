@@ -17,6 +17,8 @@ point (<= 0.05 false positives per scene), as bench/detection_failures.py scores
    the first false positive over budget: the operating threshold without that scene's false positives, and how
    many more signs >= --min-width px would then be named. It bounds what negatives of that kind could give
    (for example examples of the power pylon read as yield): nothing, if the threshold stays over the misses.
+
+Also per run: the median ratio of the best proposal's width to the sign's, by sign width (do boxes run small?).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from signlab.detection.scenes import load_scene
 from signlab.models.detector import STRIDE
 
 PROPOSAL_FLOOR = 0.01  # the evaluation threshold: proposals under it are never scored
+WIDTH_BINS = (0, 24, 32, 48, 64)  # px, lower edges of bench/detection_failures.py's width bins
 
 
 def iou(a, b) -> float:
@@ -111,6 +114,24 @@ def false_positive_scenes(scenes, detections, threshold: float, min_width: float
     return rows
 
 
+def box_widths(detector, scenes) -> dict:
+    """Median (proposal width / sign width) by sign width, over the signs that a proposal covers at IoU >= 0.3
+    (the best-overlapping proposal): whether the finder's boxes run small or large at some size."""
+    ratios: dict[str, list[float]] = {}
+    for scene in scenes:
+        if not scene.boxes:
+            continue
+        boxes, _, _ = detector.finder.propose(load_scene(scene.path), PROPOSAL_FLOOR)
+        for s in scene.boxes:
+            overlap = [iou(b.tolist(), [s.x1, s.y1, s.x2, s.y2]) for b in boxes]
+            if max(overlap, default=0.0) >= 0.3:
+                b = boxes[int(np.argmax(overlap))]
+                low = max(v for v in WIDTH_BINS if v <= s.width)
+                ratios.setdefault(f">= {low} px", []).append(float(b[2] - b[0] + 1) / s.width)
+    return {k: {"signs": len(v), "median": round(statistics.median(v), 3), "min": round(min(v), 3)}
+            for k, v in sorted(ratios.items(), key=lambda kv: int(kv[0].split()[1]))}
+
+
 def score_run(run: Path, verify: bool, min_width: float) -> dict:
     finder = load_finder(run / "last.safetensors", torch.device("cpu"))
     detector = load_detector(run, "cpu", finder=finder, verify=verify)
@@ -129,7 +150,8 @@ def score_run(run: Path, verify: bool, min_width: float) -> dict:
             "threshold": round(threshold, 4), "signs": signs, "named": signs - len(missed), "missed": missed,
             "named_centre_heat": {"min": min(named_heat, default=None),
                                   "median": statistics.median(named_heat) if named_heat else None},
-            "false_positive_scenes": false_positive_scenes(kept, detections, threshold, min_width)}
+            "false_positive_scenes": false_positive_scenes(kept, detections, threshold, min_width),
+            "proposal_width_ratio": box_widths(detector, kept)}
 
 
 def main() -> None:
@@ -156,6 +178,8 @@ def main() -> None:
         for f in r["false_positive_scenes"]:
             print(f"  false positives of {f['scene']} {f['false_scores']}: without them the threshold would be "
                   f"{f['threshold_without']}, {f['more_named']:+d} signs named")
+        print("  proposal width / sign width:", ", ".join(f"{k}: {v['median']} (min {v['min']}, {v['signs']} signs)"
+                                                       for k, v in r["proposal_width_ratio"].items()))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         context = {"commit": git_revision(), "machine": machine(), "threads": torch.get_num_threads(),
