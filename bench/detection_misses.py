@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from detection_failures import WIDTH_BINS as FAILURE_BINS
 from runtimes import git_revision, machine
 
 from signlab.classes import GTSRB_CLASS_NAMES
@@ -54,7 +55,7 @@ from signlab.detection.scenes import load_scene
 from signlab.models.detector import STRIDE
 
 PROPOSAL_FLOOR = EVALUATION_THRESHOLD  # proposals under it are never scored
-WIDTH_BINS = (0, 24, 32, 48, 64)  # px, lower edges of bench/detection_failures.py's width bins
+WIDTH_BINS = tuple(low for low, _ in FAILURE_BINS)  # px, lower edges of bench/detection_failures.py's bins
 
 
 def iou(a, b) -> float:
@@ -164,9 +165,12 @@ def score_run(run: Path, verify: bool, min_width: float) -> dict:
               for scene, found, o in zip(kept, detections, outcomes, strict=True)
               for s, status in zip(scene.boxes, o.signs, strict=True) if s.width >= min_width and status != NAMED]
     signs = sum(1 for scene in kept for s in scene.boxes if s.width >= min_width)
-    named_heat = [centre_heat(detector.finder.maps(load_scene(scene.path)), s)
-                  for scene, o in zip(kept, outcomes, strict=True)
-                  for s, status in zip(scene.boxes, o.signs, strict=True) if s.width >= min_width and status == NAMED]
+    named_heat = []
+    for scene, o in zip(kept, outcomes, strict=True):
+        named = [s for s, status in zip(scene.boxes, o.signs, strict=True) if s.width >= min_width and status == NAMED]
+        if named:  # one finder pass per scene, not per sign
+            maps = detector.finder.maps(load_scene(scene.path))
+            named_heat += [centre_heat(maps, s) for s in named]
     return {"run": str(run), "data": source, "unreadable": unreadable, "verifier": detector.verifier is not None,
             "threshold": round(threshold, 4), "signs": signs, "named": signs - len(missed), "missed": missed,
             "named_centre_heat": {"min": min(named_heat, default=None),
