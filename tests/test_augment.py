@@ -1,4 +1,4 @@
-"""Augmentation: determinism, the identity, saturation, erasing and colour casts, class-aware flips."""
+"""Augmentation: determinism, the identity, saturation, erasing, colour casts, camera faults, class-aware flips."""
 
 import math
 
@@ -9,7 +9,9 @@ from signlab.augment import (
     affine_warp,
     augment_batch,
     cast_color,
+    degrade,
     flip_batch,
+    gaussian_blur,
     gtsrb_flip_tables,
     jitter_saturation,
     random_erase,
@@ -84,6 +86,49 @@ def test_color_cast_is_one_affine_map_per_channel_within_its_spread():
     plain = augment_batch(x, AugmentConfig(), torch.Generator().manual_seed(5))  # earlier draws unchanged
     cast = augment_batch(x, AugmentConfig(color_cast=0.2), torch.Generator().manual_seed(5))
     assert torch.allclose(cast, cast_color(plain, 0.2, _after_warp_and_jitter(5)), atol=1e-6)
+
+
+def test_gaussian_blur_matches_a_two_dimensional_kernel_per_image():
+    x = batch(3, 12)
+    sigma = torch.tensor([0.5, 1.0, 1.5])
+    out = gaussian_blur(x, sigma)
+    radius = 5  # ceil(3 * 1.5): every image's kernel has the widest image's taps
+    taps = torch.arange(-radius, radius + 1.0)
+    for i in range(3):
+        g = torch.exp(-taps ** 2 / (2 * sigma[i] ** 2))
+        kernel = torch.outer(g, g) / g.sum() ** 2  # (K, K)
+        padded = torch.nn.functional.pad(x[i:i + 1], (radius,) * 4, mode="replicate")
+        ref = torch.nn.functional.conv2d(padded, kernel.expand(3, 1, -1, -1).contiguous(), groups=3)
+        assert torch.allclose(out[i:i + 1], ref, atol=1e-5)
+    flat = torch.full((2, 3, 8, 8), 0.7)
+    assert torch.allclose(gaussian_blur(flat, torch.tensor([1.0, 2.0])), flat), "a flat image stays flat"
+
+
+def test_degrade_applies_one_fault_to_about_p_of_the_images():
+    x = torch.randn(600, 3, 32, 32, generator=torch.Generator().manual_seed(2))  # white noise, sd 1
+    assert torch.equal(degrade(x, 0.0, torch.Generator()), x)
+    out = degrade(x, 1.0, torch.Generator().manual_seed(0))
+    sd = out.flatten(1).std(1)  # (B,)
+    # blur (sigma >= 0.5 px) and low resolution (<= 24 of 32 px) take away much of white noise's variance;
+    # sensor noise (sd 0.1-0.4) adds to it and keeps the image: each fault shows by its own signature
+    added = (out - x).flatten(1).std(1)
+    smoothed = sd < 0.9
+    noisy = ~smoothed & (added > 0.08) & (added < 0.45)
+    assert (smoothed | noisy).all(), "every image gets one fault"
+    assert 0.25 < noisy.float().mean() < 0.42, "a third of the faults are noise"
+    half = (degrade(x, 0.5, torch.Generator().manual_seed(1)) != x).flatten(1).any(1).float().mean()
+    assert 0.42 < half < 0.58
+    low = degrade(torch.randn(8, 3, 64, 64), 1.0, torch.Generator().manual_seed(0))  # ranges scale with the side
+    assert low.shape == (8, 3, 64, 64)
+
+
+def test_degrade_comes_after_the_earlier_draws():
+    """Runs saved before camera faults existed draw the same warp and jitter: the new draws come after."""
+    x = batch()
+    plain = augment_batch(x, AugmentConfig(), torch.Generator().manual_seed(5))
+    faulty = augment_batch(x, AugmentConfig(degrade=0.7), torch.Generator().manual_seed(5))
+    assert torch.allclose(faulty, degrade(plain, 0.7, _after_warp_and_jitter(5)), atol=1e-6)
+    assert not AugmentConfig(**NO_GEOMETRY, degrade=0.1).is_identity()
 
 
 def test_warp_known_answers():

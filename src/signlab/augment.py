@@ -1,5 +1,5 @@
-"""Batched augmentation on tensors: one affine warp, one colour jitter and one random erasing for the whole
-batch, no Python loop.
+"""Batched augmentation on tensors: one affine warp, one colour jitter, one random erasing and one draw of
+camera faults for the whole batch (a loop only over the few low resolutions drawn).
 
 The warp never flips: a mirrored "turn left" is "turn right". Class-aware flips: `flip_batch`.
 """
@@ -31,10 +31,12 @@ class AugmentConfig:
                           "per image (0 = off)", between(0, 1))
     color_cast: float = option(0.0, "--color-cast", "per-channel gain 1 ± this and shift ± this in standard "
                                "deviations: tinted light and ink (0 = off)", between(0, 1))
+    degrade: float = option(0.0, "--degrade", "probability of one camera fault per image: blur, low resolution or "
+                            "sensor noise (0 = off)", between(0, 1))
 
     def is_identity(self) -> bool:
         return not any((self.rotate_degrees, self.scale, self.translate, self.brightness, self.contrast,
-                        self.saturation, self.erase, self.color_cast))
+                        self.saturation, self.erase, self.color_cast, self.degrade))
 
 
 def _uniform(shape: int | tuple[int, ...], spread: float, generator: torch.Generator, device) -> torch.Tensor:
@@ -75,6 +77,8 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generato
         x = random_erase(x, cfg.erase, generator)
     if cfg.color_cast:
         x = cast_color(x, cfg.color_cast, generator)
+    if cfg.degrade:
+        x = degrade(x, cfg.degrade, generator)
     return x
 
 
@@ -114,6 +118,56 @@ def random_erase(x: torch.Tensor, p: float, generator: torch.Generator) -> torch
               & (cols >= left.view(b, 1, 1)) & (cols < (left + box_w).view(b, 1, 1)) & take.view(b, 1, 1))
     mask = inside.unsqueeze(1).to(x.device)  # (B, 1, H, W)
     return torch.where(mask, noise.to(x.device), x)
+
+
+# Camera faults in pixels of a 32-px input, scaled with the input's side; the ranges end where
+# bench/robustness.py's curves of the `fast` preset begin to fall steeply (docs/robustness.md).
+BLUR_SIGMA_PX = (0.5, 1.5)
+LOW_RES_SIDE_PX = (10.0, 24.0)
+NOISE_SD = (0.1, 0.4)  # standardised units, added after contrast equalisation (which amplifies a dark photo's noise)
+
+
+def degrade(x: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
+    """With probability p per image x (B, C, H, W), one of three faults of a real camera, drawn uniformly:
+    Gaussian blur (defocus, motion), resampling down to a low resolution and back (a distant sign) or Gaussian
+    sensor noise (dim light). bench/robustness.py measures a model under these faults and more."""
+    b, _, h, _ = x.shape
+    take = torch.rand(b, generator=generator) < p
+    kind = torch.randint(0, 3, (b,), generator=generator)
+    amount = torch.rand(b, generator=generator)  # (B,) in [0, 1): where in its fault's range
+    noise = torch.empty_like(x, device="cpu").normal_(generator=generator)
+    out = x.clone()
+    scale = h / 32
+
+    def span(bounds: tuple[float, float], pick: torch.Tensor) -> torch.Tensor:
+        return bounds[0] + (bounds[1] - bounds[0]) * amount[pick]
+
+    blur = (take & (kind == 0)).nonzero().flatten()
+    if len(blur):
+        out[blur.to(x.device)] = gaussian_blur(x[blur.to(x.device)], span(BLUR_SIGMA_PX, blur) * scale)
+    low = (take & (kind == 1)).nonzero().flatten()
+    sides = (span(LOW_RES_SIDE_PX, low) * scale).round().clamp(min=2).int()  # (n,) whole pixels
+    for side in sides.unique().tolist():
+        rows = low[sides == side].to(x.device)
+        small = F.interpolate(x[rows], size=(side, side), mode="area")
+        out[rows] = F.interpolate(small, size=x.shape[2:], mode="bilinear", align_corners=False)
+    noisy = take & (kind == 2)
+    sd = torch.where(noisy, NOISE_SD[0] + (NOISE_SD[1] - NOISE_SD[0]) * amount, torch.zeros(b))
+    return out + (sd.view(b, 1, 1, 1) * noise).to(x.device, x.dtype)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Blur each image x (B, C, H, W) by its own sigma (B,) px: one separable Gaussian per image, the border
+    repeated outwards (a zero border would darken the edge toward the mean grey)."""
+    b, c, h, w = x.shape
+    radius = max(1, math.ceil(3 * float(sigma.max())))
+    taps = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-taps[None] ** 2 / (2 * sigma[:, None].float() ** 2))  # (B, K)
+    kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(c, 0).to(x.device, x.dtype)  # (B*C, K)
+    flat = F.pad(x.reshape(1, b * c, h, w), (radius, radius, radius, radius), mode="replicate")
+    flat = F.conv2d(flat, kernel.view(b * c, 1, 1, -1), groups=b * c)  # along rows
+    flat = F.conv2d(flat, kernel.view(b * c, 1, -1, 1), groups=b * c)  # along columns
+    return flat.view(b, c, h, w)
 
 
 # GTSRB classes whose mirror image is a sign of a known class (checked against the class-mean images with
