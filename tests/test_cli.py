@@ -148,6 +148,12 @@ def test_fast_is_24_px_with_one_conv_first_and_flags_still_win():
     assert resolve("--preset", "fast", "--depth", "2", "--image-size", "32").model_options == {"depth": [2]}
 
 
+def test_medium_adds_camera_faults_and_the_flag_turns_them_off():
+    assert resolve("--preset", "medium").augment.degrade == 0.3
+    assert resolve("--preset", "medium", "--degrade", "0").augment.degrade == 0.0
+    assert resolve().augment.degrade == 0.0  # off unless a preset or flag asks
+
+
 def test_unknown_augment_field_is_one_line(tmp_path, capsys):
     preset = tmp_path / "p.json"
     preset.write_text(json.dumps({"augment": {"cutout": 0.5}}))
