@@ -118,8 +118,30 @@ def test_degrade_applies_one_fault_to_about_p_of_the_images():
     assert 0.25 < noisy.float().mean() < 0.42, "a third of the faults are noise"
     half = (degrade(x, 0.5, torch.Generator().manual_seed(1)) != x).flatten(1).any(1).float().mean()
     assert 0.42 < half < 0.58
-    low = degrade(torch.randn(8, 3, 64, 64), 1.0, torch.Generator().manual_seed(0))  # ranges scale with the side
-    assert low.shape == (8, 3, 64, 64)
+
+
+def test_degrade_scales_its_faults_with_the_input_side(monkeypatch):
+    import signlab.augment as augment
+
+    sigmas, sides = [], []
+    blur, interpolate = augment.gaussian_blur, augment.F.interpolate
+
+    def record_blur(x, sigma):
+        sigmas.extend(sigma.tolist())
+        return blur(x, sigma)
+
+    def record_interpolate(x, size, **kw):
+        if size[0] < x.shape[2]:  # the way down
+            sides.append(size[0])
+        return interpolate(x, size=size, **kw)
+
+    monkeypatch.setattr(augment, "gaussian_blur", record_blur)
+    monkeypatch.setattr(augment.F, "interpolate", record_interpolate)
+    x = torch.randn(300, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    out = degrade(x, 1.0, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    assert sigmas and 1.0 <= min(sigmas) and max(sigmas) <= 3.0 and max(sigmas) > 2.0  # 0.5-1.5 px at 32 px
+    assert sides and 20 <= min(sides) and max(sides) <= 48 and max(sides) > 40  # 10-24 px at 32 px
 
 
 def test_degrade_comes_after_the_earlier_draws():

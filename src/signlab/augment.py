@@ -129,8 +129,9 @@ NOISE_SD = (0.1, 0.4)  # standardised units, added after contrast equalisation (
 
 def degrade(x: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
     """With probability p per image x (B, C, H, W), one of three faults of a real camera, drawn uniformly:
-    Gaussian blur (defocus, motion), resampling down to a low resolution and back (a distant sign) or Gaussian
-    sensor noise (dim light). bench/robustness.py measures a model under these faults and more."""
+    Gaussian blur (a lens out of focus), resampling down to a low resolution and back (a distant sign) or
+    Gaussian sensor noise (dim light). bench/robustness.py measures a model under these faults and more.
+    The noise is drawn for the whole batch in x's memory order, like random_erase's."""
     b, _, h, _ = x.shape
     take = torch.rand(b, generator=generator) < p
     kind = torch.randint(0, 3, (b,), generator=generator)
@@ -157,12 +158,13 @@ def degrade(x: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tens
 
 
 def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """Blur each image x (B, C, H, W) by its own sigma (B,) px: one separable Gaussian per image, the border
-    repeated outwards (a zero border would darken the edge toward the mean grey)."""
+    """Blur each image x (B, C, H, W) by its own sigma (B,) px, each > 0: one separable Gaussian per image, the
+    border repeated outwards (a zero border would darken the edge toward the mean grey)."""
     b, c, h, w = x.shape
+    sigma = sigma.detach().float().cpu()
     radius = max(1, math.ceil(3 * float(sigma.max())))
     taps = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    kernel = torch.exp(-taps[None] ** 2 / (2 * sigma[:, None].float() ** 2))  # (B, K)
+    kernel = torch.exp(-taps[None] ** 2 / (2 * sigma[:, None] ** 2))  # (B, K)
     kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(c, 0).to(x.device, x.dtype)  # (B*C, K)
     flat = F.pad(x.reshape(1, b * c, h, w), (radius, radius, radius, radius), mode="replicate")
     flat = F.conv2d(flat, kernel.view(b * c, 1, 1, -1), groups=b * c)  # along rows
